@@ -1,0 +1,44 @@
+//! The proxy's one error type. Each variant knows whose fault it is, so the mapping to an HTTP
+//! status (4xx for the client, 502 for upstream, 500 for us) happens in exactly one place.
+
+use hyper::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {0} is not supported: vzpkg serves GET and HEAD")]
+    Method(String),
+    /// Upstream answered with an error status that clients should see as it is (404, 410 …).
+    #[error("upstream answered {status}: {reason}")]
+    UpstreamStatus { status: u16, reason: String },
+    /// Upstream could not be reached or broke off.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("cache store: {0}")]
+    Store(#[from] std::io::Error),
+    #[error("cache index: {0}")]
+    Index(#[from] rusqlite::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UpstreamStatus { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::Store(_) | Error::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

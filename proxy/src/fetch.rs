@@ -1,0 +1,268 @@
+//! Upstream fetching: the HTTP(S) client (optionally through a parent proxy), failover across a
+//! remap's base URLs, and the download task that fills a flight — resuming an interrupted
+//! transfer with Range/If-Range, giving up on a stalled one, and committing the blob only when
+//! every byte has arrived.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{now_secs, Catalog, Entry};
+use crate::config::{Config, UpstreamConfig};
+use crate::error::{Error, Result};
+use crate::flight::{Head, Lead, Progress};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::target::Target;
+
+pub struct Upstream {
+    client: reqwest::Client,
+    config: UpstreamConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Upstream> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("vzpkg/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(config.upstream.connect_timeout_secs))
+            .read_timeout(Duration::from_secs(config.upstream.low_speed_secs))
+            .no_proxy();
+        if let Some(parent) = &config.parent {
+            let proxy = reqwest::Proxy::all(parent).map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|e| Error::Upstream(chain(&e)))?;
+        Ok(Upstream { client, config: config.upstream.clone(), metrics })
+    }
+
+    /// GETs the first of `urls` that answers with content (or 304 to a conditional request).
+    pub async fn get(&self, urls: &[String], validators: Option<&Entry>) -> Result<Response> {
+        let mut last = Error::Upstream("no upstream URL".into());
+        for url in urls {
+            let mut request = self.client.get(url);
+            if let Some(entry) = validators {
+                if let Some(etag) = &entry.etag {
+                    request = request.header(header::IF_NONE_MATCH, etag);
+                }
+                if let Some(lm) = &entry.last_modified {
+                    request = request.header(header::IF_MODIFIED_SINCE, lm);
+                }
+            }
+            self.metrics.upstream_requests.inc();
+            match request.send().await {
+                Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    tracing::info!(%url, %status, "upstream refused");
+                    last = Error::UpstreamStatus {
+                        status: status.as_u16(),
+                        reason: format!("{url} answered {status}"),
+                    };
+                }
+                Err(e) => {
+                    self.metrics.upstream_failures.inc();
+                    tracing::warn!(%url, error = %chain(&e), "upstream unreachable");
+                    last = Error::Upstream(format!("{url}: {}", chain(&e)));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks for the rest of a transfer, from `offset`, only if the file is still the same one.
+    async fn resume(&self, url: &str, offset: u64, validator: &str) -> Result<Response> {
+        self.metrics.upstream_requests.inc();
+        let resp = self
+            .client
+            .get(url)
+            .header(header::RANGE, format!("bytes={offset}-"))
+            .header(header::IF_RANGE, validator)
+            .send()
+            .await
+            .map_err(|e| Error::Upstream(format!("resuming {url}: {}", chain(&e))))?;
+        let starts_at_offset = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(offset);
+        if resp.status() != StatusCode::PARTIAL_CONTENT || !starts_at_offset {
+            return Err(Error::Upstream(format!(
+                "resuming {url}: upstream answered {} instead of the rest of the file",
+                resp.status()
+            )));
+        }
+        Ok(resp)
+    }
+}
+
+pub fn head_of(headers: &HeaderMap, content_length: Option<u64>) -> Head {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    Head {
+        content_length,
+        content_type: text(header::CONTENT_TYPE),
+        etag: text(header::ETAG),
+        last_modified: text(header::LAST_MODIFIED),
+    }
+}
+
+/// An error with its causes, which reqwest keeps in `source()`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Everything a download task needs, shared by all of them.
+pub struct Fetcher {
+    pub upstream: Upstream,
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Fetcher {
+    /// Drives one flight to its end. Runs as its own task so that no client can cancel it.
+    pub async fn run(self: Arc<Self>, lead: Lead, target: Target, cached: Option<Entry>) {
+        let started = Instant::now();
+        match self.fetch(&lead, &target, cached).await {
+            Ok(bytes) => tracing::debug!(key = %target.key, bytes, ms = started.elapsed().as_millis() as u64, "download done"),
+            Err(e) => {
+                self.metrics.upstream_failures.inc();
+                tracing::warn!(key = %target.key, error = %e, "download failed");
+                lead.flight.publish(Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() });
+            }
+        }
+    }
+
+    async fn fetch(&self, lead: &Lead, target: &Target, cached: Option<Entry>) -> Result<u64> {
+        let mut resp = self.upstream.get(&target.upstreams, cached.as_ref()).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            if cached.is_none() {
+                return Err(Error::Upstream("upstream answered 304 to an unconditional request".into()));
+            }
+            self.catalog.validated(&target.key);
+            self.metrics.revalidated.inc();
+            lead.flight.publish(Progress::NotModified);
+            return Ok(0);
+        }
+        let url = resp.url().to_string();
+        let head = Arc::new(head_of(resp.headers(), resp.content_length()));
+        let store = self.store.clone();
+        let tmp = tokio::task::spawn_blocking(move || store.new_tmp()).await.map_err(std::io::Error::other)??;
+        let file = Arc::new(tmp.as_file().try_clone()?);
+        let mut written = 0u64;
+        let mut hasher = Sha256::new();
+        let mut resumes = 0;
+        let publish = |written, done| {
+            lead.flight.publish(Progress::Body { head: head.clone(), file: file.clone(), written, done })
+        };
+        publish(0, false);
+        loop {
+            let outcome = self.receive(resp, &file, &mut hasher, &mut written, &publish).await;
+            let Err(e) = outcome else { break };
+            let validator = head.etag.as_deref().or(head.last_modified.as_deref());
+            let Some(validator) = validator.filter(|_| resumes < self.upstream.config.resume_attempts) else {
+                return Err(e);
+            };
+            resumes += 1;
+            tracing::info!(%url, offset = written, error = %e, "resuming interrupted download");
+            resp = self.upstream.resume(&url, written, validator).await?;
+        }
+        if let Some(expected) = head.content_length {
+            if expected != written {
+                return Err(Error::Upstream(format!("{url}: got {written} bytes, expected {expected}")));
+            }
+        }
+        let blob = hex::encode(hasher.finalize());
+        let store = self.store.clone();
+        let hash = blob.clone();
+        tokio::task::spawn_blocking(move || store.commit(tmp, &hash)).await.map_err(std::io::Error::other)??;
+        self.catalog.put(
+            &target.key,
+            Entry {
+                blob,
+                size: written,
+                etag: head.etag.clone(),
+                last_modified: head.last_modified.clone(),
+                content_type: head.content_type.clone(),
+                validated_at: now_secs(),
+            },
+        );
+        publish(written, true);
+        Ok(written)
+    }
+
+    /// Appends one response body to the file, publishing progress as chunks land.
+    async fn receive(
+        &self,
+        resp: Response,
+        file: &Arc<std::fs::File>,
+        hasher: &mut Sha256,
+        written: &mut u64,
+        publish: &impl Fn(u64, bool),
+    ) -> Result<()> {
+        let window = Duration::from_secs(self.upstream.config.low_speed_secs.max(1));
+        let min_bytes = self.upstream.config.min_rate_bytes * window.as_secs();
+        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        // Whatever chunks are already waiting go to disk in one blocking call.
+        let mut chunks = resp.bytes_stream().ready_chunks(64);
+        while let Some(batch) = chunks.next().await {
+            let mut good = Vec::with_capacity(batch.len());
+            let mut failure = None;
+            for chunk in batch {
+                match chunk {
+                    Ok(bytes) => good.push(bytes),
+                    Err(e) => {
+                        failure = Some(Error::Upstream(chain(&e)));
+                        break;
+                    }
+                }
+            }
+            let n: u64 = good.iter().map(|b| b.len() as u64).sum();
+            let (writer, mut h, offset) = (file.clone(), std::mem::take(hasher), *written);
+            *hasher = tokio::task::spawn_blocking(move || -> std::io::Result<Sha256> {
+                use std::os::unix::fs::FileExt;
+                let mut at = offset;
+                for bytes in good {
+                    writer.write_all_at(&bytes, at)?;
+                    h.update(&bytes);
+                    at += bytes.len() as u64;
+                }
+                Ok(h)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            *written += n;
+            self.metrics.bytes_from_upstream.inc_by(n);
+            publish(*written, false);
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            window_bytes += n;
+            if window_start.elapsed() >= window {
+                if window_bytes < min_bytes {
+                    return Err(Error::Upstream(format!(
+                        "transfer slower than {} bytes/s for {} s",
+                        self.upstream.config.min_rate_bytes,
+                        window.as_secs()
+                    )));
+                }
+                (window_start, window_bytes) = (Instant::now(), 0);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The request handler: access checks, routing, and the cache decision for each request —
+//! hit, revalidate, join a download under way, start one, or pass through uncached.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fs2::FileExt;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::task::TaskTracker;
+
+use crate::access::Access;
+use crate::catalog::{now_secs, Catalog};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fetch::{Fetcher, Upstream};
+use crate::flight::{answer, Flights, Joined, Progress};
+use crate::metrics::Metrics;
+use crate::serve::{self, Body};
+use crate::store::Store;
+use crate::target::{route, Route, Target};
+
+/// How a request was answered, for the log line and the counters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    Hit,
+    Revalidated,
+    Miss,
+    Joined,
+    Pass,
+    Internal,
+    Refused,
+    Failed,
+}
+
+pub struct Proxy {
+    config: Config,
+    access: Access,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    flights: Arc<Flights>,
+    fetcher: Arc<Fetcher>,
+    metrics: Arc<Metrics>,
+    /// Download tasks, so that a graceful stop can let them finish.
+    pub(crate) downloads: TaskTracker,
+    started: Instant,
+    /// Held for the proxy's life: one proxy per cache directory.
+    _lock: File,
+}
+
+impl Proxy {
+    /// Opens the cache (recovering from any crash) and prepares the upstream client.
+    pub fn open(config: Config) -> Result<Arc<Proxy>> {
+        config.validate().map_err(Error::BadRequest)?;
+        std::fs::create_dir_all(&config.cache_dir)?;
+        let lock = File::create(config.cache_dir.join("lock"))?;
+        lock.try_lock_exclusive().map_err(|_| {
+            Error::Store(std::io::Error::other(format!(
+                "{} is in use by another vzpkg proxy (lock file {})",
+                config.cache_dir.display(),
+                config.cache_dir.join("lock").display()
+            )))
+        })?;
+        let store = Arc::new(Store::open(&config.cache_dir)?);
+        let catalog = Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| {
+            store.blob_path(blob).exists()
+        })?);
+        let metrics = Arc::new(Metrics::new());
+        let fetcher = Arc::new(Fetcher {
+            upstream: Upstream::new(&config, metrics.clone())?,
+            store: store.clone(),
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+        });
+        Ok(Arc::new(Proxy {
+            access: Access::new(&config),
+            config,
+            store,
+            catalog,
+            flights: Arc::new(Flights::default()),
+            fetcher,
+            metrics,
+            downloads: TaskTracker::new(),
+            started: Instant::now(),
+            _lock: lock,
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn allowed_hosts(&self) -> usize {
+        self.access.allowed_hosts()
+    }
+
+    /// Commits pending catalog writes. Blocking.
+    pub fn flush(&self) {
+        self.catalog.flush();
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        self.metrics.requests.inc();
+        let (resp, outcome) = match self.respond(&req, client).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                let outcome = if e.status().is_client_error() && !matches!(e, Error::UpstreamStatus { .. }) {
+                    self.metrics.refused.inc();
+                    Outcome::Refused
+                } else {
+                    Outcome::Failed
+                };
+                (serve::error_page(&e), outcome)
+            }
+        };
+        match outcome {
+            Outcome::Hit => self.metrics.hits.inc(),
+            Outcome::Miss => self.metrics.misses.inc(),
+            Outcome::Joined => self.metrics.joined.inc(),
+            Outcome::Pass => self.metrics.passed_through.inc(),
+            _ => 0,
+        };
+        let log = RequestLog {
+            client,
+            method: req.method().clone(),
+            uri: req.uri().to_string(),
+            status: resp.status(),
+            outcome,
+            started,
+            bytes: 0,
+            metrics: self.metrics.clone(),
+        };
+        resp.map(|body| log.count(body))
+    }
+
+    async fn respond(&self, req: &Request<Incoming>, client: SocketAddr) -> Result<(Response<Body>, Outcome)> {
+        if !self.access.client_allowed(client.ip()) {
+            return Err(Error::Forbidden(format!(
+                "client {} may not use this proxy: add its network to allow_clients in the config",
+                client.ip()
+            )));
+        }
+        if req.method() == Method::CONNECT {
+            return Err(Error::Forbidden(
+                "CONNECT is refused: vzpkg caches plain http:// requests; for an https:// upstream use `--remap NAME=https://…` and point clients at http://PROXY/NAME/".into(),
+            ));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(Error::Method(req.method().to_string()));
+        }
+        let head_only = req.method() == Method::HEAD;
+        let target = match route(req.uri(), &self.config.remap)? {
+            Route::Internal(endpoint) => return Ok((self.internal(&endpoint)?, Outcome::Internal)),
+            Route::Fetch(target) => target,
+        };
+        if let Some((host, port)) = &target.host {
+            if !self.access.host_allowed(host, *port) {
+                let name = if matches!(port, 80 | 443) { host.clone() } else { format!("{host}:{port}") };
+                return Err(Error::Forbidden(format!(
+                    "upstream host {name} is not allowed: add `--allow-host {name}` (or allow_hosts in the config), or name it in this machine's apt/dnf sources"
+                )));
+            }
+        }
+        if !target.kind.is_cached() {
+            let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
+            return Ok((serve::passthrough(upstream, head_only), Outcome::Pass));
+        }
+        self.cached(&target, req.headers(), head_only).await
+    }
+
+    async fn cached(&self, target: &Target, headers: &hyper::HeaderMap, head_only: bool) -> Result<(Response<Body>, Outcome)> {
+        let ttl = self.config.index_ttl_secs;
+        let cached = self.catalog.get(&target.key);
+        if let Some(entry) = &cached {
+            let fresh = target.kind.is_immutable() || now_secs().saturating_sub(entry.validated_at) < ttl;
+            if fresh {
+                if let Some(resp) = self.from_store(target, headers, head_only).await? {
+                    return Ok((resp, Outcome::Hit));
+                }
+            }
+        }
+        let (mut rx, joined) = match self.flights.join(&target.key) {
+            Joined::Leader(lead) => {
+                let rx = lead.flight.subscribe();
+                let validators = cached.clone().filter(|_| !target.kind.is_immutable());
+                self.downloads.spawn(self.fetcher.clone().run(lead, target.clone(), validators));
+                (rx, false)
+            }
+            Joined::Follower(flight) => (flight.subscribe(), true),
+        };
+        match answer(&mut rx).await {
+            Progress::NotModified => match self.from_store(target, headers, head_only).await? {
+                Some(resp) => Ok((resp, Outcome::Revalidated)),
+                None => Err(Error::Upstream("cached copy vanished during revalidation; retry".into())),
+            },
+            Progress::Body { head, file, .. } => {
+                let label = if joined { "joined" } else { "miss" };
+                let outcome = if joined { Outcome::Joined } else { Outcome::Miss };
+                Ok((serve::flight(rx, &head, file, head_only, label), outcome))
+            }
+            Progress::Failed { status, reason } => {
+                // An index that upstream cannot confirm right now is still better than nothing.
+                if status >= 500 && cached.is_some() {
+                    tracing::warn!(key = %target.key, %reason, "upstream failed; serving the cached copy");
+                    if let Some(resp) = self.from_store(target, headers, head_only).await? {
+                        return Ok((resp, Outcome::Hit));
+                    }
+                }
+                Err(if status == 502 {
+                    Error::Upstream(reason.to_string())
+                } else {
+                    Error::UpstreamStatus { status, reason: reason.to_string() }
+                })
+            }
+            Progress::Asking => unreachable!("answer() waits past Asking"),
+        }
+    }
+
+    /// Serves the catalog's blob for `target`; `None` when there is none (any more).
+    async fn from_store(&self, target: &Target, headers: &hyper::HeaderMap, head_only: bool) -> Result<Option<Response<Body>>> {
+        let Some(entry) = self.catalog.get(&target.key) else { return Ok(None) };
+        let path: PathBuf = self.store.blob_path(&entry.blob);
+        match serve::blob(&path, &entry, headers, head_only).await? {
+            Some(resp) => {
+                self.catalog.hit(&target.key);
+                Ok(Some(resp))
+            }
+            None => {
+                tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
+                self.catalog.remove(&target.key);
+                Ok(None)
+            }
+        }
+    }
+
+    fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
+        match endpoint {
+            "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
+            "status" => {
+                let status = serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_secs": self.started.elapsed().as_secs(),
+                    "cache_dir": self.config.cache_dir,
+                    "entries": self.catalog.entry_count(),
+                    "stored_bytes": self.catalog.total_bytes(),
+                    "downloads_in_flight": self.flights.in_flight(),
+                    "counters": self.metrics.as_json(),
+                });
+                Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
+            }
+            _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
+        }
+    }
+}
+
+/// Writes the request's log line once its body has been sent (or abandoned), with the bytes
+/// that actually went out.
+struct RequestLog {
+    client: SocketAddr,
+    method: Method,
+    uri: String,
+    status: StatusCode,
+    outcome: Outcome,
+    started: Instant,
+    bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLog {
+    fn count(self, body: Body) -> Body {
+        let mut log = self;
+        body.map_frame(move |frame| {
+            // `&mut log` makes the closure own the whole log, so it is dropped with the body.
+            let log = &mut log;
+            if let Some(data) = frame.data_ref() {
+                log.bytes += data.len() as u64;
+            }
+            frame
+        })
+        .boxed_unsync()
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        if matches!(self.outcome, Outcome::Hit | Outcome::Revalidated) {
+            self.metrics.bytes_from_cache.inc_by(self.bytes);
+        }
+        tracing::info!(
+            client = %self.client,
+            method = %self.method,
+            url = %self.uri,
+            status = self.status.as_u16(),
+            cache = ?self.outcome,
+            bytes = self.bytes,
+            ms = self.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}
