@@ -1,1 +1,57 @@
-fn main(){}
+//! The `vzpkg` binary: parses the command line, sets up logging, runs the subcommand, and
+//! prints any error as a chain of causes with a non-zero exit.
+
+mod cli;
+mod commands;
+mod config;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let broken_pipe = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+            if !broken_pipe {
+                eprintln!("vzpkg: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut file = config::FileConfig::load(cli.global.config.as_deref())?;
+    if let Some(dir) = cli.global.cache_dir {
+        file.cache_dir = dir;
+    }
+    if let Some(dir) = cli.global.state_dir {
+        file.state_dir = dir;
+    }
+    match cli.command {
+        Command::Proxy(args) => commands::proxy::run(args, file),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -15,7 +15,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Addresses to serve on.
     pub listen: Vec<SocketAddr>,
-    /// Where blobs and the index live.
+    /// Where blobs and the index live: set from the file's top-level `cache_dir`.
+    #[serde(skip)]
     pub cache_dir: PathBuf,
     /// Upstream hosts (`host` or `host:port`) that forward-proxy requests may reach, besides the
     /// ones this machine's own apt and dnf sources name.

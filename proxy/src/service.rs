@@ -37,6 +37,21 @@ enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Miss => "miss",
+            Outcome::Joined => "joined",
+            Outcome::Pass => "pass",
+            Outcome::Internal => "internal",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 pub struct Proxy {
     config: Config,
     access: Access,
@@ -296,7 +311,7 @@ impl Drop for RequestLog {
             method = %self.method,
             url = %self.uri,
             status = self.status.as_u16(),
-            cache = ?self.outcome,
+            cache = self.outcome.as_str(),
             bytes = self.bytes,
             ms = self.started.elapsed().as_millis() as u64,
             "request"

@@ -1,0 +1,58 @@
+//! The command line: global options and one subcommand per operation (see DESIGN.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "vzpkg", version, about = "Install packages into many containers from one shared, verified cache")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: /etc/vzpkg/vzpkg.toml if it exists, else built-in defaults]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Cache directory (blobs and index) [default: /var/cache/vzpkg]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// State directory (audit log, locks) [default: /var/lib/vzpkg]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format on stderr; the level comes from RUST_LOG (default: info)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the caching proxy in the foreground
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on (repeat for several) [default: 127.0.0.1:3142]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Allow forward-proxy requests to this upstream host (repeatable)
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub allow_host: Vec<String>,
+    /// Serve GET /NAME/… from URL/… (repeat a NAME for failover, in order)
+    #[arg(long, value_name = "NAME=URL")]
+    pub remap: Vec<String>,
+    /// Fetch everything through this HTTP proxy (a regional vzpkg, squid, apt-cacher-ng)
+    #[arg(long, value_name = "URL")]
+    pub parent: Option<String>,
+}

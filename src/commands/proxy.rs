@@ -1,0 +1,69 @@
+//! `vzpkg proxy`: applies command-line overrides to the config, binds the listeners and serves
+//! until SIGTERM or SIGINT.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::ProxyArgs;
+use crate::config::FileConfig;
+
+pub fn run(args: ProxyArgs, file: FileConfig) -> Result<()> {
+    let mut config = file.proxy;
+    config.cache_dir = file.cache_dir;
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.allow_hosts.extend(args.allow_host);
+    // A NAME given on the command line replaces that name's URLs from the file.
+    let mut remap: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for spec in &args.remap {
+        let Some((name, url)) = spec.split_once('=') else {
+            bail!("--remap {spec:?}: expected NAME=URL, e.g. --remap debian=http://mirror.example.org/debian");
+        };
+        remap.entry(name.to_string()).or_default().push(url.to_string());
+    }
+    config.remap.extend(remap);
+    if args.parent.is_some() {
+        config.parent = args.parent;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
+    let cache_dir = config.cache_dir.clone();
+    let proxy = vzpkg_proxy::Proxy::open(config.clone())
+        .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (is another proxy running there?)"))?;
+        // Tests and scripts read this line to learn a port chosen with :0.
+        println!("vzpkg proxy listening on {}", listener.local_addr()?);
+        listeners.push(listener);
+    }
+    tracing::info!(
+        cache_dir = %cache_dir.display(),
+        allowed_hosts = proxy.allowed_hosts(),
+        remaps = config.remap.len(),
+        parent = config.parent.as_deref().unwrap_or("none"),
+        "proxy ready"
+    );
+    vzpkg_proxy::serve(proxy, listeners, stop_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,83 @@
+//! vzpkg.toml: the one config file, read from `--config`, else /etc/vzpkg/vzpkg.toml if it
+//! exists, else built-in defaults. Unknown keys are errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/vzpkg/vzpkg.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Blobs and the cache index.
+    pub cache_dir: PathBuf,
+    /// Audit log and locks.
+    pub state_dir: PathBuf,
+    pub proxy: vzpkg_proxy::Config,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            cache_dir: PathBuf::from("/var/cache/vzpkg"),
+            state_dir: PathBuf::from("/var/lib/vzpkg"),
+            proxy: vzpkg_proxy::Config::default(),
+        }
+    }
+}
+
+impl FileConfig {
+    /// `explicit` must exist; without it the default path is used only if present.
+    pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
+        let path = match explicit {
+            Some(p) => p,
+            None if Path::new(DEFAULT_PATH).exists() => Path::new(DEFAULT_PATH),
+            None => return Ok(FileConfig::default()),
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        let config: FileConfig = toml::from_str(text)?;
+        config.proxy.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_parses() {
+        let text = include_str!("../contrib/vzpkg.toml");
+        let config = FileConfig::parse(text).unwrap();
+        assert_eq!(config.proxy.listen.len(), 2);
+        assert_eq!(config.proxy.remap["debian"].len(), 2);
+        assert_eq!(config.proxy.index_ttl_secs, 30);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = FileConfig::parse("[proxy]\nlisten = [\"127.0.0.1:3142\"]\ncache_ttl = 5\n").unwrap_err();
+        assert!(format!("{err:#}").contains("cache_ttl"), "{err:#}");
+        let err = FileConfig::parse("cache_dri = \"/x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("cache_dri"), "{err:#}");
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let config = FileConfig::parse("").unwrap();
+        assert_eq!(config.proxy.listen, ["127.0.0.1:3142".parse().unwrap()]);
+        assert_eq!(config.cache_dir, Path::new("/var/cache/vzpkg"));
+    }
+
+    #[test]
+    fn bad_remap_urls_are_refused() {
+        let err = FileConfig::parse("[proxy.remap]\ndebian = [\"ftp://mirror.example.org/debian\"]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("remap.debian"), "{err:#}");
+    }
+}
