@@ -1,1 +1,8 @@
-fn main(){}
+//! End-to-end tests of the `vzpkg` binary against real apt-get, dnf and a real upstream on
+//! loopback. Run them with contrib/test.sh, which installs what they need.
+
+mod util;
+
+mod clients;
+mod proxy;
+mod security;

@@ -9,7 +9,7 @@ pub fn classify(path: &str) -> Option<FileKind> {
     if [".deb", ".udeb", ".ddeb"].iter().any(|ext| name.ends_with(ext)) {
         return Some(FileKind::Package);
     }
-    if path.contains("/by-hash/") {
+    if path.split('/').any(|segment| segment == "by-hash") {
         return Some(FileKind::ByHash);
     }
     let index_names = ["InRelease", "Release", "Release.gpg"];
@@ -59,6 +59,7 @@ mod tests {
         for index in ["InRelease", "Release", "Release.gpg", "Packages", "Packages.xz", "Sources.gz", "Translation-en.bz2"] {
             assert_eq!(classify(&format!("/d/dists/bookworm/main/{index}")), Some(FileKind::Index), "{index}");
         }
+        assert_eq!(classify("dists/stable/main/binary-all/by-hash/SHA256/0a1b"), Some(FileKind::ByHash));
         assert_eq!(classify("/d/README.mirrors.txt"), None);
     }
 

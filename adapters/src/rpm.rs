@@ -11,7 +11,8 @@ pub fn classify(path: &str) -> Option<FileKind> {
     }
     // repomd.xml changes in place; the files it lists usually carry their hash in their name,
     // but not always (createrepo --simple-md-filenames), so all of repodata/ is revalidated.
-    if path.contains("/repodata/") && !name.is_empty() {
+    let in_repodata = path.split('/').rev().nth(1) == Some("repodata");
+    if in_repodata && !name.is_empty() {
         return Some(FileKind::Index);
     }
     None
@@ -61,6 +62,7 @@ mod tests {
         assert_eq!(classify("/f/drpms/hello-1_2.x86_64.drpm"), Some(FileKind::Package));
         assert_eq!(classify("/f/repodata/repomd.xml"), Some(FileKind::Index));
         assert_eq!(classify("/f/repodata/0abc-primary.xml.zst"), Some(FileKind::Index));
+        assert_eq!(classify("repodata/repomd.xml"), Some(FileKind::Index));
         assert_eq!(classify("/f/repodata/"), None);
         assert_eq!(classify("/f/EULA"), None);
     }

@@ -1,0 +1,71 @@
+//! Shared helpers for the end-to-end tests: the test upstream, the proxy process, repository
+//! builders and real package-manager clients.
+
+#![allow(dead_code)] // each test module uses a different part
+
+pub mod clients;
+pub mod proxy;
+pub mod repo;
+pub mod upstream;
+
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+pub use proxy::ProxyProcess;
+pub use upstream::Upstream;
+
+/// Runs a command to completion; panics with its output if it fails. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? run contrib/test.sh)"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Every blob in a proxy's store must be named by its own hash; returns their hashes.
+pub fn check_store(cache_dir: &Path) -> Vec<String> {
+    let mut hashes = Vec::new();
+    for shard in std::fs::read_dir(cache_dir.join("blobs")).unwrap() {
+        for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let blob = blob.unwrap();
+            let name = blob.file_name().to_string_lossy().into_owned();
+            assert_eq!(sha256(&std::fs::read(blob.path()).unwrap()), name, "blob content differs from its name");
+            hashes.push(name);
+        }
+    }
+    hashes
+}
+
+/// Files left in the store's tmp directory.
+pub fn tmp_files(cache_dir: &Path) -> usize {
+    std::fs::read_dir(cache_dir.join("tmp")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// An HTTP client that never uses a proxy from the environment.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// An HTTP client that sends everything through `proxy` in forward-proxy form.
+pub fn http_via(proxy: &str) -> reqwest::Client {
+    reqwest::Client::builder().proxy(reqwest::Proxy::http(proxy).unwrap()).build().unwrap()
+}
+
+/// A proxy counter from `/_vzpkg/status`.
+pub async fn counter(proxy: &ProxyProcess, name: &str) -> u64 {
+    let text = http().get(format!("{}/_vzpkg/status", proxy.url())).send().await.unwrap().text().await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    status["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {status}"))
+}

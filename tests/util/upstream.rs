@@ -1,0 +1,207 @@
+//! A real HTTP upstream on 127.0.0.1:0 serving a directory, counting every request, with
+//! Last-Modified/ETag validators, conditional GETs and Range. A path can be gated: its body
+//! stops after a first part until the test opens the gate, which makes "bytes reached the
+//! client before upstream finished" provable without sleeping.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Gate {
+    first_part: usize,
+    open: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    /// GET and HEAD requests per path, conditional ones included.
+    requests: HashMap<String, u64>,
+    gates: HashMap<String, Gate>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    state: Arc<Mutex<State>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Opens a gated path's body when dropped or `open`ed.
+pub struct GateKey(watch::Sender<bool>);
+
+impl GateKey {
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Drop for GateKey {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+impl Upstream {
+    pub fn start(root: &Path) -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let (root_owned, shared) = (root.to_path_buf(), state.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (root, state) = (root_owned.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (root, state) = (root.clone(), state.clone());
+                        async move { Ok::<_, Infallible>(answer(&root, &state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, root: root.to_path_buf(), state, runtime: Some(runtime) }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`, as `--allow-host` takes it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests so far for exactly this path.
+    pub fn count(&self, path: &str) -> u64 {
+        self.state.lock().unwrap().requests.get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests so far for paths ending in `suffix`.
+    pub fn count_ending(&self, suffix: &str) -> u64 {
+        let state = self.state.lock().unwrap();
+        state.requests.iter().filter(|(p, _)| p.ends_with(suffix)).map(|(_, n)| n).sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.state.lock().unwrap().requests.values().sum()
+    }
+
+    /// From now on, `path`'s body stops after `first_part` bytes until the key is opened.
+    pub fn gate(&self, path: &str, first_part: usize) -> GateKey {
+        let (key, open) = watch::channel(false);
+        self.state.lock().unwrap().gates.insert(path.to_string(), Gate { first_part, open });
+        GateKey(key)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn http_date(t: std::time::SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let gate = {
+        let mut state = state.lock().unwrap();
+        *state.requests.entry(path.clone()).or_default() += 1;
+        state.gates.get(&path).map(|g| (g.first_part, g.open.clone()))
+    };
+    let file = root.join(path.trim_start_matches('/'));
+    let (Ok(meta), Ok(content)) = (std::fs::metadata(&file), std::fs::read(&file)) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    if !meta.is_file() {
+        return status(StatusCode::NOT_FOUND);
+    }
+    // Whole seconds, as HTTP dates have them, so a copy's Last-Modified compares equal.
+    let mtime = meta.modified().unwrap();
+    let secs = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let last_modified = http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let etag = format!("\"{:x}-{:x}\"", content.len(), meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let unchanged = match (header(header::IF_NONE_MATCH), header(header::IF_MODIFIED_SINCE)) {
+        (Some(inm), _) => inm == etag,
+        (None, Some(ims)) => ims == last_modified,
+        _ => false,
+    };
+    let mut resp = Response::builder()
+        .header(header::LAST_MODIFIED, &last_modified)
+        .header(header::ETAG, &etag)
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if unchanged {
+        return resp.status(StatusCode::NOT_MODIFIED).body(empty()).unwrap();
+    }
+    let mut body = Bytes::from(content);
+    if let Some(range) = header(header::RANGE).and_then(|r| r.strip_prefix("bytes=")) {
+        let if_range_ok = header(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
+        if let (true, Some((start, ""))) = (if_range_ok, range.split_once('-')) {
+            let start: usize = start.parse().unwrap();
+            let total = body.len();
+            resp = resp
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", total - 1));
+            body = body.slice(start..);
+        }
+    }
+    resp = resp.header(header::CONTENT_LENGTH, body.len());
+    if req.method() == hyper::Method::HEAD {
+        return resp.body(empty()).unwrap();
+    }
+    match gate {
+        Some((first_part, open)) if !*open.borrow() && body.len() > first_part => {
+            let (head, tail) = (body.slice(..first_part), body.slice(first_part..));
+            let stream = futures_util::stream::unfold(Some((head, tail)), move |parts| {
+                let mut open = open.clone();
+                async move {
+                    let (head, tail) = parts?;
+                    if !head.is_empty() {
+                        return Some((Ok(Frame::data(head)), Some((Bytes::new(), tail))));
+                    }
+                    let _ = open.wait_for(|o| *o).await;
+                    if tail.is_empty() {
+                        return None;
+                    }
+                    Some((Ok(Frame::data(tail)), None))
+                }
+            });
+            resp.body(StreamBody::new(stream).boxed()).unwrap()
+        }
+        _ => resp.body(Full::new(body).boxed()).unwrap(),
+    }
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    Response::builder().status(code).body(empty()).unwrap()
+}
