@@ -19,10 +19,23 @@ pub enum Error {
     /// Upstream could not be reached or broke off.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    // Not `#[from]`: the message already carries the cause, and a source would print it twice.
     #[error("cache store: {0}")]
-    Store(#[from] std::io::Error),
+    Store(std::io::Error),
     #[error("cache index: {0}")]
-    Index(#[from] rusqlite::Error),
+    Index(rusqlite::Error),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Index(e)
+    }
 }
 
 impl Error {

@@ -137,17 +137,22 @@ impl Fetcher {
     /// Drives one flight to its end. Runs as its own task so that no client can cancel it.
     pub async fn run(self: Arc<Self>, lead: Lead, target: Target, cached: Option<Entry>) {
         let started = Instant::now();
-        match self.fetch(&lead, &target, cached).await {
-            Ok(bytes) => tracing::debug!(key = %target.key, bytes, ms = started.elapsed().as_millis() as u64, "download done"),
+        let last = match self.fetch(&lead, &target, cached).await {
+            Ok(last) => {
+                tracing::debug!(key = %target.key, ms = started.elapsed().as_millis() as u64, "fetch done");
+                last
+            }
             Err(e) => {
                 self.metrics.upstream_failures.inc();
                 tracing::warn!(key = %target.key, error = %e, "download failed");
-                lead.flight.publish(Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() });
+                Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() }
             }
-        }
+        };
+        lead.finish(last);
     }
 
-    async fn fetch(&self, lead: &Lead, target: &Target, cached: Option<Entry>) -> Result<u64> {
+    /// Fetches into the store, publishing progress; returns the last word for the followers.
+    async fn fetch(&self, lead: &Lead, target: &Target, cached: Option<Entry>) -> Result<Progress> {
         let mut resp = self.upstream.get(&target.upstreams, cached.as_ref()).await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             if cached.is_none() {
@@ -155,8 +160,7 @@ impl Fetcher {
             }
             self.catalog.validated(&target.key);
             self.metrics.revalidated.inc();
-            lead.flight.publish(Progress::NotModified);
-            return Ok(0);
+            return Ok(Progress::NotModified);
         }
         let url = resp.url().to_string();
         let head = Arc::new(head_of(resp.headers(), resp.content_length()));
@@ -166,10 +170,16 @@ impl Fetcher {
         let mut written = 0u64;
         let mut hasher = Sha256::new();
         let mut resumes = 0;
-        let publish = |written, done| {
-            lead.flight.publish(Progress::Body { head: head.clone(), file: file.clone(), written, done })
+        // The last byte is held back until the blob is committed: a client that has the whole
+        // file can rely on it being in the store, and nobody ever gets a complete bad file.
+        let publish = |written: u64| {
+            let visible = match head.content_length {
+                Some(len) => written.min(len.saturating_sub(1)),
+                None => written,
+            };
+            lead.flight.publish(Progress::Body { head: head.clone(), file: file.clone(), written: visible, done: false })
         };
-        publish(0, false);
+        publish(0);
         loop {
             let outcome = self.receive(resp, &file, &mut hasher, &mut written, &publish).await;
             let Err(e) = outcome else { break };
@@ -201,8 +211,7 @@ impl Fetcher {
                 validated_at: now_secs(),
             },
         );
-        publish(written, true);
-        Ok(written)
+        Ok(Progress::Body { head: head.clone(), file: file.clone(), written, done: true })
     }
 
     /// Appends one response body to the file, publishing progress as chunks land.
@@ -212,7 +221,7 @@ impl Fetcher {
         file: &Arc<std::fs::File>,
         hasher: &mut Sha256,
         written: &mut u64,
-        publish: &impl Fn(u64, bool),
+        publish: &impl Fn(u64),
     ) -> Result<()> {
         let window = Duration::from_secs(self.upstream.config.low_speed_secs.max(1));
         let min_bytes = self.upstream.config.min_rate_bytes * window.as_secs();
@@ -247,7 +256,7 @@ impl Fetcher {
             .map_err(std::io::Error::other)??;
             *written += n;
             self.metrics.bytes_from_upstream.inc_by(n);
-            publish(*written, false);
+            publish(*written);
             if let Some(e) = failure {
                 return Err(e);
             }

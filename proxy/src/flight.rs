@@ -60,6 +60,15 @@ pub struct Lead {
     pub flight: Arc<Flight>,
 }
 
+impl Lead {
+    /// Publishes the fetch's last word. The flight leaves the registry first, so a request that
+    /// arrives after this point looks at the catalog afresh instead of joining a finished fetch.
+    pub fn finish(self, last: Progress) {
+        self.flights.inflight.lock().unwrap().remove(&self.key);
+        self.flight.publish(last);
+    }
+}
+
 impl Drop for Lead {
     fn drop(&mut self) {
         self.flights.inflight.lock().unwrap().remove(&self.key);
@@ -178,11 +187,10 @@ mod tests {
         let mut body = Box::pin(follow(flight.subscribe(), file.clone()));
         assert_eq!(body.next().await.unwrap().unwrap(), "hello ");
         (&*file).write_all(b"world").unwrap();
-        lead.flight.publish(Progress::Body { head, file, written: 11, done: true });
+        lead.finish(Progress::Body { head, file, written: 11, done: true });
+        assert_eq!(flights.in_flight(), 0);
         assert_eq!(body.next().await.unwrap().unwrap(), "world");
         assert!(body.next().await.is_none());
-        drop(lead);
-        assert_eq!(flights.in_flight(), 0);
     }
 
     #[tokio::test]

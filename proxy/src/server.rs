@@ -39,9 +39,10 @@ pub async fn serve(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: imp
                     let proxy = proxy.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
                 });
+                // Pipelined requests are answered in order either way; `pipeline_flush` is left
+                // off because with it hyper drops the automatic 400 for an unparsable request.
                 let conn = http1::Builder::new()
                     .keep_alive(true)
-                    .pipeline_flush(true)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
