@@ -71,8 +71,14 @@ mod tests {
 
     #[test]
     fn classifies_across_formats() {
-        assert_eq!(classify("/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"), FileKind::Package);
-        assert_eq!(classify("/fedora/Packages/h/hello-2.12-1.x86_64.rpm"), FileKind::Package);
+        assert_eq!(
+            classify("/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"),
+            FileKind::Package
+        );
+        assert_eq!(
+            classify("/fedora/Packages/h/hello-2.12-1.x86_64.rpm"),
+            FileKind::Package
+        );
         assert_eq!(classify("/debian/dists/stable/InRelease"), FileKind::Index);
         assert_eq!(classify("/repo/repodata/repomd.xml"), FileKind::Index);
         assert_eq!(classify("/debian/README"), FileKind::Other);
@@ -81,8 +87,14 @@ mod tests {
 
     #[test]
     fn authority_keeps_explicit_ports_only() {
-        assert_eq!(url_authority("http://Mirror.Example.org/debian").as_deref(), Some("mirror.example.org"));
-        assert_eq!(url_authority("https://mirror.example.org:8443/x").as_deref(), Some("mirror.example.org:8443"));
+        assert_eq!(
+            url_authority("http://Mirror.Example.org/debian").as_deref(),
+            Some("mirror.example.org")
+        );
+        assert_eq!(
+            url_authority("https://mirror.example.org:8443/x").as_deref(),
+            Some("mirror.example.org:8443")
+        );
         assert_eq!(url_authority("file:///srv/repo"), None);
         assert_eq!(url_authority("not a url"), None);
     }

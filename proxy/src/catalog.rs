@@ -52,7 +52,10 @@ pub struct Catalog {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Catalog {
@@ -102,7 +105,10 @@ impl Catalog {
         std::thread::Builder::new()
             .name("vzpkg-catalog".into())
             .spawn(move || write_behind(conn, queue))?;
-        Ok(Catalog { entries: RwLock::new(entries), writer })
+        Ok(Catalog {
+            entries: RwLock::new(entries),
+            writer,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
@@ -110,7 +116,10 @@ impl Catalog {
     }
 
     pub fn put(&self, key: &str, entry: Entry) {
-        self.entries.write().unwrap().insert(key.to_string(), entry.clone());
+        self.entries
+            .write()
+            .unwrap()
+            .insert(key.to_string(), entry.clone());
         let _ = self.writer.send(Write::Put(key.to_string(), entry));
     }
 
@@ -195,14 +204,18 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                 .execute(params![key, e.blob, e.size, e.etag, e.last_modified, e.content_type, e.validated_at])?;
             }
             Write::Validated(key, at) => {
-                tx.prepare_cached("UPDATE entries SET validated_at = ?2 WHERE key = ?1")?.execute(params![key, at])?;
-            }
-            Write::Hit(key, at) => {
-                tx.prepare_cached("UPDATE entries SET accessed_at = ?2, hits = hits + 1 WHERE key = ?1")?
+                tx.prepare_cached("UPDATE entries SET validated_at = ?2 WHERE key = ?1")?
                     .execute(params![key, at])?;
             }
+            Write::Hit(key, at) => {
+                tx.prepare_cached(
+                    "UPDATE entries SET accessed_at = ?2, hits = hits + 1 WHERE key = ?1",
+                )?
+                .execute(params![key, at])?;
+            }
             Write::Remove(key) => {
-                tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?.execute([key])?;
+                tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+                    .execute([key])?;
             }
             Write::Flush(_) => {}
         }
@@ -215,7 +228,14 @@ mod tests {
     use super::*;
 
     fn entry(blob: &str) -> Entry {
-        Entry { blob: blob.into(), size: 5, etag: Some("\"e\"".into()), last_modified: None, content_type: None, validated_at: 7 }
+        Entry {
+            blob: blob.into(),
+            size: 5,
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+            content_type: None,
+            validated_at: 7,
+        }
     }
 
     #[test]
@@ -235,9 +255,13 @@ mod tests {
         assert!(catalog.get("a").unwrap().validated_at > 7);
         assert_eq!(catalog.get("b"), None);
         let conn = Connection::open(&db).unwrap();
-        let hits: u64 = conn.query_row("SELECT hits FROM entries WHERE key = 'a'", [], |r| r.get(0)).unwrap();
+        let hits: u64 = conn
+            .query_row("SELECT hits FROM entries WHERE key = 'a'", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(hits, 1);
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(version, MIGRATIONS.len());
     }
 }

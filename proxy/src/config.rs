@@ -63,7 +63,12 @@ impl Default for Config {
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        UpstreamConfig { connect_timeout_secs: 15, low_speed_secs: 60, min_rate_bytes: 512, resume_attempts: 3 }
+        UpstreamConfig {
+            connect_timeout_secs: 15,
+            low_speed_secs: 60,
+            min_rate_bytes: 512,
+            resume_attempts: 3,
+        }
     }
 }
 
@@ -78,7 +83,12 @@ impl Config {
             return Err("listen: at least one address is needed".into());
         }
         for (name, bases) in &self.remap {
-            if name.is_empty() || name.starts_with('_') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || name.starts_with('_')
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(format!("remap: name {name:?} must be letters, digits, '-', '_' or '.', not starting with '_'"));
             }
             if bases.is_empty() {

@@ -33,11 +33,16 @@ impl Upstream {
             .read_timeout(Duration::from_secs(config.upstream.low_speed_secs))
             .no_proxy();
         if let Some(parent) = &config.parent {
-            let proxy = reqwest::Proxy::all(parent).map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
+            let proxy = reqwest::Proxy::all(parent)
+                .map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
             builder = builder.proxy(proxy);
         }
         let client = builder.build().map_err(|e| Error::Upstream(chain(&e)))?;
-        Ok(Upstream { client, config: config.upstream.clone(), metrics })
+        Ok(Upstream {
+            client,
+            config: config.upstream.clone(),
+            metrics,
+        })
     }
 
     /// GETs the first of `urls` that answers with content (or 304 to a conditional request).
@@ -55,7 +60,11 @@ impl Upstream {
             }
             self.metrics.upstream_requests.inc();
             match request.send().await {
-                Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED => return Ok(resp),
+                Ok(resp)
+                    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED =>
+                {
+                    return Ok(resp)
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     tracing::info!(%url, %status, "upstream refused");
@@ -104,7 +113,12 @@ impl Upstream {
 }
 
 pub fn head_of(headers: &HeaderMap, content_length: Option<u64>) -> Head {
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     Head {
         content_length,
         content_type: text(header::CONTENT_TYPE),
@@ -145,7 +159,10 @@ impl Fetcher {
             Err(e) => {
                 self.metrics.upstream_failures.inc();
                 tracing::warn!(key = %target.key, error = %e, "download failed");
-                Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() }
+                Progress::Failed {
+                    status: e.status().as_u16(),
+                    reason: e.to_string().into(),
+                }
             }
         };
         lead.finish(last);
@@ -153,10 +170,15 @@ impl Fetcher {
 
     /// Fetches into the store, publishing progress; returns the last word for the followers.
     async fn fetch(&self, lead: &Lead, target: &Target, cached: Option<Entry>) -> Result<Progress> {
-        let mut resp = self.upstream.get(&target.upstreams, cached.as_ref()).await?;
+        let mut resp = self
+            .upstream
+            .get(&target.upstreams, cached.as_ref())
+            .await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             if cached.is_none() {
-                return Err(Error::Upstream("upstream answered 304 to an unconditional request".into()));
+                return Err(Error::Upstream(
+                    "upstream answered 304 to an unconditional request".into(),
+                ));
             }
             self.catalog.validated(&target.key);
             self.metrics.revalidated.inc();
@@ -165,7 +187,9 @@ impl Fetcher {
         let url = resp.url().to_string();
         let head = Arc::new(head_of(resp.headers(), resp.content_length()));
         let store = self.store.clone();
-        let tmp = tokio::task::spawn_blocking(move || store.new_tmp()).await.map_err(std::io::Error::other)??;
+        let tmp = tokio::task::spawn_blocking(move || store.new_tmp())
+            .await
+            .map_err(std::io::Error::other)??;
         let file = Arc::new(tmp.as_file().try_clone()?);
         let mut written = 0u64;
         let mut hasher = Sha256::new();
@@ -177,14 +201,23 @@ impl Fetcher {
                 Some(len) => written.min(len.saturating_sub(1)),
                 None => written,
             };
-            lead.flight.publish(Progress::Body { head: head.clone(), file: file.clone(), written: visible, done: false })
+            lead.flight.publish(Progress::Body {
+                head: head.clone(),
+                file: file.clone(),
+                written: visible,
+                done: false,
+            })
         };
         publish(0);
         loop {
-            let outcome = self.receive(resp, &file, &mut hasher, &mut written, &publish).await;
+            let outcome = self
+                .receive(resp, &file, &mut hasher, &mut written, &publish)
+                .await;
             let Err(e) = outcome else { break };
             let validator = head.etag.as_deref().or(head.last_modified.as_deref());
-            let Some(validator) = validator.filter(|_| resumes < self.upstream.config.resume_attempts) else {
+            let Some(validator) =
+                validator.filter(|_| resumes < self.upstream.config.resume_attempts)
+            else {
                 return Err(e);
             };
             resumes += 1;
@@ -193,13 +226,17 @@ impl Fetcher {
         }
         if let Some(expected) = head.content_length {
             if expected != written {
-                return Err(Error::Upstream(format!("{url}: got {written} bytes, expected {expected}")));
+                return Err(Error::Upstream(format!(
+                    "{url}: got {written} bytes, expected {expected}"
+                )));
             }
         }
         let blob = hex::encode(hasher.finalize());
         let store = self.store.clone();
         let hash = blob.clone();
-        tokio::task::spawn_blocking(move || store.commit(tmp, &hash)).await.map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || store.commit(tmp, &hash))
+            .await
+            .map_err(std::io::Error::other)??;
         self.catalog.put(
             &target.key,
             Entry {
@@ -211,7 +248,12 @@ impl Fetcher {
                 validated_at: now_secs(),
             },
         );
-        Ok(Progress::Body { head: head.clone(), file: file.clone(), written, done: true })
+        Ok(Progress::Body {
+            head: head.clone(),
+            file: file.clone(),
+            written,
+            done: true,
+        })
     }
 
     /// Appends one response body to the file, publishing progress as chunks land.

@@ -81,9 +81,10 @@ impl Proxy {
             )))
         })?;
         let store = Arc::new(Store::open(&config.cache_dir)?);
-        let catalog = Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| {
-            store.blob_path(blob).exists()
-        })?);
+        let catalog = Arc::new(Catalog::open(
+            &config.cache_dir.join("index.sqlite"),
+            |blob| store.blob_path(blob).exists(),
+        )?);
         let metrics = Arc::new(Metrics::new());
         let fetcher = Arc::new(Fetcher {
             upstream: Upstream::new(&config, metrics.clone())?,
@@ -118,18 +119,23 @@ impl Proxy {
         self.catalog.flush();
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         self.metrics.requests.inc();
         let (resp, outcome) = match self.respond(&req, client).await {
             Ok(answer) => answer,
             Err(e) => {
-                let outcome = if e.status().is_client_error() && !matches!(e, Error::UpstreamStatus { .. }) {
-                    self.metrics.refused.inc();
-                    Outcome::Refused
-                } else {
-                    Outcome::Failed
-                };
+                let outcome =
+                    if e.status().is_client_error() && !matches!(e, Error::UpstreamStatus { .. }) {
+                        self.metrics.refused.inc();
+                        Outcome::Refused
+                    } else {
+                        Outcome::Failed
+                    };
                 (serve::error_page(&e), outcome)
             }
         };
@@ -153,7 +159,11 @@ impl Proxy {
         resp.map(|body| log.count(body))
     }
 
-    async fn respond(&self, req: &Request<Incoming>, client: SocketAddr) -> Result<(Response<Body>, Outcome)> {
+    async fn respond(
+        &self,
+        req: &Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<(Response<Body>, Outcome)> {
         if !self.access.client_allowed(client.ip()) {
             return Err(Error::Forbidden(format!(
                 "client {} may not use this proxy: add its network to allow_clients in the config",
@@ -175,7 +185,11 @@ impl Proxy {
         };
         if let Some((host, port)) = &target.host {
             if !self.access.host_allowed(host, *port) {
-                let name = if matches!(port, 80 | 443) { host.clone() } else { format!("{host}:{port}") };
+                let name = if matches!(port, 80 | 443) {
+                    host.clone()
+                } else {
+                    format!("{host}:{port}")
+                };
                 return Err(Error::Forbidden(format!(
                     "upstream host {name} is not allowed: add `--allow-host {name}` (or allow_hosts in the config), or name it in this machine's apt/dnf sources"
                 )));
@@ -188,13 +202,19 @@ impl Proxy {
         self.cached(&target, req.headers(), head_only).await
     }
 
-    async fn cached(&self, target: &Target, headers: &hyper::HeaderMap, head_only: bool) -> Result<(Response<Body>, Outcome)> {
+    async fn cached(
+        &self,
+        target: &Target,
+        headers: &hyper::HeaderMap,
+        head_only: bool,
+    ) -> Result<(Response<Body>, Outcome)> {
         let ttl = self.config.index_ttl_secs;
         let cached = self.catalog.get(&target.key);
         if let Some(entry) = &cached {
-            let fresh = target.kind.is_immutable() || now_secs().saturating_sub(entry.validated_at) < ttl;
+            let fresh =
+                target.kind.is_immutable() || now_secs().saturating_sub(entry.validated_at) < ttl;
             if fresh {
-                if let Some(resp) = self.from_store(target, headers, head_only).await? {
+                if let Some(resp) = self.stored(target, headers, head_only).await? {
                     return Ok((resp, Outcome::Hit));
                 }
             }
@@ -203,33 +223,43 @@ impl Proxy {
             Joined::Leader(lead) => {
                 let rx = lead.flight.subscribe();
                 let validators = cached.clone().filter(|_| !target.kind.is_immutable());
-                self.downloads.spawn(self.fetcher.clone().run(lead, target.clone(), validators));
+                self.downloads
+                    .spawn(self.fetcher.clone().run(lead, target.clone(), validators));
                 (rx, false)
             }
             Joined::Follower(flight) => (flight.subscribe(), true),
         };
         match answer(&mut rx).await {
-            Progress::NotModified => match self.from_store(target, headers, head_only).await? {
+            Progress::NotModified => match self.stored(target, headers, head_only).await? {
                 Some(resp) => Ok((resp, Outcome::Revalidated)),
-                None => Err(Error::Upstream("cached copy vanished during revalidation; retry".into())),
+                None => Err(Error::Upstream(
+                    "cached copy vanished during revalidation; retry".into(),
+                )),
             },
             Progress::Body { head, file, .. } => {
                 let label = if joined { "joined" } else { "miss" };
-                let outcome = if joined { Outcome::Joined } else { Outcome::Miss };
+                let outcome = if joined {
+                    Outcome::Joined
+                } else {
+                    Outcome::Miss
+                };
                 Ok((serve::flight(rx, &head, file, head_only, label), outcome))
             }
             Progress::Failed { status, reason } => {
                 // An index that upstream cannot confirm right now is still better than nothing.
                 if status >= 500 && cached.is_some() {
                     tracing::warn!(key = %target.key, %reason, "upstream failed; serving the cached copy");
-                    if let Some(resp) = self.from_store(target, headers, head_only).await? {
+                    if let Some(resp) = self.stored(target, headers, head_only).await? {
                         return Ok((resp, Outcome::Hit));
                     }
                 }
                 Err(if status == 502 {
                     Error::Upstream(reason.to_string())
                 } else {
-                    Error::UpstreamStatus { status, reason: reason.to_string() }
+                    Error::UpstreamStatus {
+                        status,
+                        reason: reason.to_string(),
+                    }
                 })
             }
             Progress::Asking => unreachable!("answer() waits past Asking"),
@@ -237,8 +267,15 @@ impl Proxy {
     }
 
     /// Serves the catalog's blob for `target`; `None` when there is none (any more).
-    async fn from_store(&self, target: &Target, headers: &hyper::HeaderMap, head_only: bool) -> Result<Option<Response<Body>>> {
-        let Some(entry) = self.catalog.get(&target.key) else { return Ok(None) };
+    async fn stored(
+        &self,
+        target: &Target,
+        headers: &hyper::HeaderMap,
+        head_only: bool,
+    ) -> Result<Option<Response<Body>>> {
+        let Some(entry) = self.catalog.get(&target.key) else {
+            return Ok(None);
+        };
         let path: PathBuf = self.store.blob_path(&entry.blob);
         match serve::blob(&path, &entry, headers, head_only).await? {
             Some(resp) => {
@@ -255,7 +292,11 @@ impl Proxy {
 
     fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
         match endpoint {
-            "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
+            "metrics" => Ok(serve::text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.prometheus_text(),
+            )),
             "status" => {
                 let status = serde_json::json!({
                     "version": env!("CARGO_PKG_VERSION"),
@@ -266,9 +307,15 @@ impl Proxy {
                     "downloads_in_flight": self.flights.in_flight(),
                     "counters": self.metrics.as_json(),
                 });
-                Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
+                Ok(serve::text(
+                    StatusCode::OK,
+                    "application/json",
+                    format!("{status:#}\n"),
+                ))
             }
-            _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
+            _ => Err(Error::NotFound(format!(
+                "no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"
+            ))),
         }
     }
 }

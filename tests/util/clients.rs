@@ -21,15 +21,32 @@ pub struct Apt {
 impl Apt {
     /// A fresh apt tree under `dir` whose only source is the test repository.
     pub fn new(dir: &Path, via: Via) -> Apt {
-        for sub in ["etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d", "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/log/apt"] {
+        for sub in [
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/log/apt",
+        ] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         std::fs::write(dir.join("status"), "").unwrap();
         let (uri, proxy) = match via {
-            Via::Forward { proxy, repo } => (repo.to_string(), format!("Acquire::http::Proxy \"{proxy}\";\n")),
-            Via::Remap { base } => (base.to_string(), "Acquire::http::Proxy \"DIRECT\";\n".to_string()),
+            Via::Forward { proxy, repo } => (
+                repo.to_string(),
+                format!("Acquire::http::Proxy \"{proxy}\";\n"),
+            ),
+            Via::Remap { base } => (
+                base.to_string(),
+                "Acquire::http::Proxy \"DIRECT\";\n".to_string(),
+            ),
         };
-        std::fs::write(dir.join("etc/apt/sources.list"), format!("deb [trusted=yes] {uri} stable main\n")).unwrap();
+        std::fs::write(
+            dir.join("etc/apt/sources.list"),
+            format!("deb [trusted=yes] {uri} stable main\n"),
+        )
+        .unwrap();
         std::fs::write(
             dir.join("apt.conf"),
             format!(
@@ -40,7 +57,9 @@ impl Apt {
             ),
         )
         .unwrap();
-        Apt { dir: dir.to_path_buf() }
+        Apt {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn get(&self, args: &[&str]) -> String {
@@ -80,15 +99,29 @@ impl Dnf {
             ),
         )
         .unwrap();
-        std::fs::write(dir.join("repos/test.repo"), format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\n")).unwrap();
-        Dnf { root: dir.to_path_buf() }
+        std::fs::write(
+            dir.join("repos/test.repo"),
+            format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\n"),
+        )
+        .unwrap();
+        Dnf {
+            root: dir.to_path_buf(),
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> String {
         run(Command::new("dnf")
             .arg(format!("--config={}", self.root.join("dnf.conf").display()))
-            .arg(format!("--installroot={}", self.root.join("root").display()))
-            .args(["-y", "--releasever=1", "--disableplugin=*", "--setopt=*.skip_if_unavailable=0"])
+            .arg(format!(
+                "--installroot={}",
+                self.root.join("root").display()
+            ))
+            .args([
+                "-y",
+                "--releasever=1",
+                "--disableplugin=*",
+                "--setopt=*.skip_if_unavailable=0",
+            ])
             .env_remove("http_proxy")
             .env_remove("no_proxy")
             .args(args))
@@ -104,7 +137,9 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             if path.is_dir() {

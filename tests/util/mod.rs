@@ -18,7 +18,9 @@ pub use upstream::Upstream;
 
 /// Runs a command to completion; panics with its output if it fails. Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? run contrib/test.sh)"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? run contrib/test.sh)")
+    });
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
@@ -41,7 +43,11 @@ pub fn check_store(cache_dir: &Path) -> Vec<String> {
         for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let blob = blob.unwrap();
             let name = blob.file_name().to_string_lossy().into_owned();
-            assert_eq!(sha256(&std::fs::read(blob.path()).unwrap()), name, "blob content differs from its name");
+            assert_eq!(
+                sha256(&std::fs::read(blob.path()).unwrap()),
+                name,
+                "blob content differs from its name"
+            );
             hashes.push(name);
         }
     }
@@ -50,7 +56,9 @@ pub fn check_store(cache_dir: &Path) -> Vec<String> {
 
 /// Files left in the store's tmp directory.
 pub fn tmp_files(cache_dir: &Path) -> usize {
-    std::fs::read_dir(cache_dir.join("tmp")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(cache_dir.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// An HTTP client that never uses a proxy from the environment.
@@ -60,12 +68,24 @@ pub fn http() -> reqwest::Client {
 
 /// An HTTP client that sends everything through `proxy` in forward-proxy form.
 pub fn http_via(proxy: &str) -> reqwest::Client {
-    reqwest::Client::builder().proxy(reqwest::Proxy::http(proxy).unwrap()).build().unwrap()
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(proxy).unwrap())
+        .build()
+        .unwrap()
 }
 
 /// A proxy counter from `/_vzpkg/status`.
 pub async fn counter(proxy: &ProxyProcess, name: &str) -> u64 {
-    let text = http().get(format!("{}/_vzpkg/status", proxy.url())).send().await.unwrap().text().await.unwrap();
+    let text = http()
+        .get(format!("{}/_vzpkg/status", proxy.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let status: serde_json::Value = serde_json::from_str(&text).unwrap();
-    status["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {status}"))
+    status["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {status}"))
 }

@@ -25,7 +25,11 @@ impl ProxyProcess {
         std::fs::write(&config_file, config).unwrap();
         // Appended to, so a restart on the same cache keeps the earlier run's lines.
         let log = cache_dir.with_extension("log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
             .arg("--config")
             .arg(&config_file)
@@ -40,12 +44,22 @@ impl ProxyProcess {
             .spawn()
             .expect("starting vzpkg proxy");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let Some(addr) = line.trim().strip_prefix("vzpkg proxy listening on ") else {
             let _ = child.wait();
-            panic!("proxy did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            panic!(
+                "proxy did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         };
-        ProxyProcess { addr: addr.parse().unwrap(), cache_dir: cache_dir.to_path_buf(), log, child }
+        ProxyProcess {
+            addr: addr.parse().unwrap(),
+            cache_dir: cache_dir.to_path_buf(),
+            log,
+            child,
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -80,7 +94,11 @@ impl Drop for ProxyProcess {
             self.stop();
         }
         if std::thread::panicking() {
-            eprintln!("--- proxy log {} ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- proxy log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }

@@ -69,7 +69,9 @@ impl Upstream {
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (root, state) = (root_owned.clone(), shared.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -82,7 +84,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, root: root.to_path_buf(), state, runtime: Some(runtime) }
+        Upstream {
+            addr,
+            root: root.to_path_buf(),
+            state,
+            runtime: Some(runtime),
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -97,13 +104,24 @@ impl Upstream {
 
     /// Requests so far for exactly this path.
     pub fn count(&self, path: &str) -> u64 {
-        self.state.lock().unwrap().requests.get(path).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests so far for paths ending in `suffix`.
     pub fn count_ending(&self, suffix: &str) -> u64 {
         let state = self.state.lock().unwrap();
-        state.requests.iter().filter(|(p, _)| p.ends_with(suffix)).map(|(_, n)| n).sum()
+        state
+            .requests
+            .iter()
+            .filter(|(p, _)| p.ends_with(suffix))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn total(&self) -> u64 {
@@ -113,7 +131,11 @@ impl Upstream {
     /// From now on, `path`'s body stops after `first_part` bytes until the key is opened.
     pub fn gate(&self, path: &str, first_part: usize) -> GateKey {
         let (key, open) = watch::channel(false);
-        self.state.lock().unwrap().gates.insert(path.to_string(), Gate { first_part, open });
+        self.state
+            .lock()
+            .unwrap()
+            .gates
+            .insert(path.to_string(), Gate { first_part, open });
         GateKey(key)
     }
 }
@@ -130,12 +152,19 @@ fn http_date(t: std::time::SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn answer(
+    root: &Path,
+    state: &Mutex<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let gate = {
         let mut state = state.lock().unwrap();
         *state.requests.entry(path.clone()).or_default() += 1;
-        state.gates.get(&path).map(|g| (g.first_part, g.open.clone()))
+        state
+            .gates
+            .get(&path)
+            .map(|g| (g.first_part, g.open.clone()))
     };
     let file = root.join(path.trim_start_matches('/'));
     let (Ok(meta), Ok(content)) = (std::fs::metadata(&file), std::fs::read(&file)) else {
@@ -146,11 +175,29 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
     }
     // Whole seconds, as HTTP dates have them, so a copy's Last-Modified compares equal.
     let mtime = meta.modified().unwrap();
-    let secs = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let secs = mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let last_modified = http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-    let etag = format!("\"{:x}-{:x}\"", content.len(), meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    let unchanged = match (header(header::IF_NONE_MATCH), header(header::IF_MODIFIED_SINCE)) {
+    let etag = format!(
+        "\"{:x}-{:x}\"",
+        content.len(),
+        meta.modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let unchanged = match (
+        header(header::IF_NONE_MATCH),
+        header(header::IF_MODIFIED_SINCE),
+    ) {
         (Some(inm), _) => inm == etag,
         (None, Some(ims)) => ims == last_modified,
         _ => false,
@@ -168,9 +215,10 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
         if let (true, Some((start, ""))) = (if_range_ok, range.split_once('-')) {
             let start: usize = start.parse().unwrap();
             let total = body.len();
-            resp = resp
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", total - 1));
+            resp = resp.status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", total - 1),
+            );
             body = body.slice(start..);
         }
     }

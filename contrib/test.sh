@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a Debian machine (as root, or with sudo), then runs every
+# test of the workspace. This is the command the README gives and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the end-to-end tests drive for real.
+packages=(dpkg-dev apt-utils gzip rpm createrepo-c dnf gcc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "test.sh: installing ${missing[*]}" >&2
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo is missing: install a Rust toolchain (1.80 or newer), e.g. with rustup" >&2
+  exit 1
+fi
+
+cargo test --workspace --locked
