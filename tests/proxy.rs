@@ -147,6 +147,73 @@ async fn a_proxy_killed_mid_download_serves_the_whole_file_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upstream_transfer_is_resumed_where_it_broke_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, content) = upstream_with_deb(tmp.path(), 3 * 1024 * 1024);
+    upstream.cut_once(DEB, 1024 * 1024);
+    let proxy = ProxyProcess::start(
+        &tmp.path().join("cache"),
+        "",
+        &["--remap", &remap(&upstream)],
+    );
+    let body = http()
+        .get(format!("{}{DEB}", proxy.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&body), sha256(&content));
+    assert_eq!(
+        upstream.ranges(DEB),
+        ["bytes=1048576-"],
+        "the second request asked only for the rest"
+    );
+    assert_eq!(check_store(&proxy.cache_dir), [sha256(&content)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_download_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, content) = upstream_with_deb(tmp.path(), 2 * 1024 * 1024);
+    let gate = upstream.gate(DEB, 64 * 1024);
+    let mut proxy = ProxyProcess::start(
+        &tmp.path().join("cache"),
+        "",
+        &["--remap", &remap(&upstream)],
+    );
+    let mut resp = http()
+        .get(format!("{}{DEB}", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.chunk().await.unwrap().expect("a first chunk").to_vec();
+    proxy.signal_stop();
+    gate.open();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        sha256(&body),
+        sha256(&content),
+        "the running request was served to its end"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proxy.stop();
+        (status, proxy)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "graceful stop exits 0: {:?}", status.0);
+    assert_eq!(
+        check_store(&status.1.cache_dir),
+        [sha256(&content)],
+        "the download was committed before exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_and_conditional_requests_are_answered_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 100_000);

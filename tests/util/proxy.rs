@@ -14,6 +14,8 @@ pub struct ProxyProcess {
     pub cache_dir: PathBuf,
     pub log: PathBuf,
     child: Child,
+    /// Kept open: the proxy must never find its stdout closed.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ProxyProcess {
@@ -44,9 +46,8 @@ impl ProxyProcess {
             .spawn()
             .expect("starting vzpkg proxy");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let Some(addr) = line.trim().strip_prefix("vzpkg proxy listening on ") else {
             let _ = child.wait();
             panic!(
@@ -59,6 +60,7 @@ impl ProxyProcess {
             cache_dir: cache_dir.to_path_buf(),
             log,
             child,
+            _stdout: stdout,
         }
     }
 
@@ -79,8 +81,13 @@ impl ProxyProcess {
 
     /// SIGTERM and wait: the graceful stop.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        self.signal_stop();
         self.child.wait().unwrap()
+    }
+
+    /// SIGTERM without waiting.
+    pub fn signal_stop(&self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
     }
 
     pub fn log_text(&self) -> String {

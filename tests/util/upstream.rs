@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 struct Gate {
     first_part: usize,
@@ -29,6 +29,10 @@ struct State {
     /// GET and HEAD requests per path, conditional ones included.
     requests: HashMap<String, u64>,
     gates: HashMap<String, Gate>,
+    /// Paths whose next response breaks off after this many body bytes.
+    cuts: HashMap<String, usize>,
+    /// Range headers received, with their paths.
+    ranges: Vec<(String, String)>,
 }
 
 pub struct Upstream {
@@ -128,6 +132,22 @@ impl Upstream {
         self.state.lock().unwrap().requests.values().sum()
     }
 
+    /// The next response for `path` breaks off after `at` body bytes, as a dropped connection.
+    pub fn cut_once(&self, path: &str, at: usize) {
+        self.state.lock().unwrap().cuts.insert(path.to_string(), at);
+    }
+
+    /// The Range headers `path` was asked with, in order.
+    pub fn ranges(&self, path: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .ranges
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
     /// From now on, `path`'s body stops after `first_part` bytes until the key is opened.
     pub fn gate(&self, path: &str, first_part: usize) -> GateKey {
         let (key, open) = watch::channel(false);
@@ -158,13 +178,24 @@ async fn answer(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let gate = {
+    let (gate, cut) = {
         let mut state = state.lock().unwrap();
         *state.requests.entry(path.clone()).or_default() += 1;
-        state
-            .gates
-            .get(&path)
-            .map(|g| (g.first_part, g.open.clone()))
+        if let Some(range) = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+        {
+            state.ranges.push((path.clone(), range.to_string()));
+        }
+        let cut = state.cuts.remove(&path);
+        (
+            state
+                .gates
+                .get(&path)
+                .map(|g| (g.first_part, g.open.clone())),
+            cut,
+        )
     };
     let file = root.join(path.trim_start_matches('/'));
     let (Ok(meta), Ok(content)) = (std::fs::metadata(&file), std::fs::read(&file)) else {
@@ -226,6 +257,15 @@ async fn answer(
     if req.method() == hyper::Method::HEAD {
         return resp.body(empty()).unwrap();
     }
+    if let Some(at) = cut.filter(|at| *at < body.len()) {
+        let frames = vec![
+            Ok(Frame::data(body.slice(..at))),
+            Err(std::io::Error::other("cut")),
+        ];
+        return resp
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap();
+    }
     match gate {
         Some((first_part, open)) if !*open.borrow() && body.len() > first_part => {
             let (head, tail) = (body.slice(..first_part), body.slice(first_part..));
@@ -234,7 +274,10 @@ async fn answer(
                 async move {
                     let (head, tail) = parts?;
                     if !head.is_empty() {
-                        return Some((Ok(Frame::data(head)), Some((Bytes::new(), tail))));
+                        return Some((
+                            Ok::<_, std::io::Error>(Frame::data(head)),
+                            Some((Bytes::new(), tail)),
+                        ));
                     }
                     let _ = open.wait_for(|o| *o).await;
                     if tail.is_empty() {
@@ -245,12 +288,16 @@ async fn answer(
             });
             resp.body(StreamBody::new(stream).boxed()).unwrap()
         }
-        _ => resp.body(Full::new(body).boxed()).unwrap(),
+        _ => resp.body(full(body)).unwrap(),
     }
 }
 
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
 fn empty() -> Body {
-    Full::new(Bytes::new()).boxed()
+    full(Bytes::new())
 }
 
 fn status(code: StatusCode) -> Response<Body> {
