@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::util::repo::noise;
 use crate::util::{
-    check_store, counter, http, http_via, sha256, tmp_files, ProxyProcess, Upstream,
+    check_store, counter, eventually, http, http_via, sha256, tmp_files, ProxyProcess, Upstream,
 };
 
 const DEB: &str = "/debian/pool/main/big_1.0_all.deb";
@@ -400,6 +400,48 @@ async fn indexes_are_revalidated_after_the_ttl_and_packages_never() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_revalidations_is_one_upstream_request() {
+    const RELEASE: &str = "/debian/dists/stable/InRelease";
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _) = upstream_with_deb(tmp.path(), 10);
+    let file = upstream.root.join(RELEASE.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "Suite: stable\n").unwrap();
+    let config = "[proxy]\nindex_ttl_secs = 0\n";
+    let proxy = ProxyProcess::start(
+        &tmp.path().join("cache"),
+        config,
+        &["--remap", &remap(&upstream)],
+    );
+    let url = format!("{}{RELEASE}", proxy.url());
+    assert_eq!(http().get(&url).send().await.unwrap().status(), 200);
+
+    let gate = upstream.gate(RELEASE, 0);
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(
+                async move { http().get(&url).send().await.unwrap().text().await.unwrap() },
+            )
+        })
+        .collect();
+    eventually("all 10 clients wait on one revalidation", || async {
+        counter(&proxy, "waiting_on_upstream").await == 10
+    })
+    .await;
+    gate.open();
+    for client in clients {
+        assert_eq!(client.await.unwrap(), "Suite: stable\n");
+    }
+    assert_eq!(
+        upstream.count(RELEASE),
+        2,
+        "the first fetch and one revalidation for ten clients"
+    );
+    assert_eq!(counter(&proxy, "revalidations").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_edge_gets_the_file_from_the_parent_without_upstream() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 500_000);
@@ -496,4 +538,49 @@ async fn status_and_metrics_endpoints_answer() {
     let status: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(status["entries"], 1);
     assert_eq!(status["stored_bytes"], 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_fetched_with_tls_and_served_as_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let content = noise(300_000, 9);
+    let file = tmp
+        .path()
+        .join("upstream")
+        .join(DEB.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &content).unwrap();
+    let (upstream, ca_pem) = Upstream::start_tls(&tmp.path().join("upstream"));
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let remap = remap(&upstream);
+    assert!(remap.contains("=https://"), "{remap}");
+
+    // Without the CA the certificate is refused: nothing is served or stored.
+    let untrusting = ProxyProcess::start(&tmp.path().join("cache1"), "", &["--remap", &remap]);
+    let refused = http()
+        .get(format!("{}{DEB}", untrusting.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    assert!(refused.text().await.unwrap().contains("certificate"));
+
+    let config = format!(
+        "[proxy.upstream]\nca_file = {:?}\n",
+        ca.display().to_string()
+    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache2"), &config, &["--remap", &remap]);
+    for _ in 0..2 {
+        let body = http()
+            .get(format!("{}{DEB}", proxy.url()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sha256(&body), sha256(&content));
+    }
+    assert_eq!(upstream.count(DEB), 1);
 }

@@ -192,6 +192,8 @@ fn write_behind(mut conn: Connection, queue: mpsc::Receiver<Write>) {
 
 fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    // Hits are the bulk of the traffic: one UPDATE per key per batch, however many there were.
+    let mut hits: HashMap<&str, (u64, u64)> = HashMap::new();
     for w in batch {
         match w {
             Write::Put(key, e) => {
@@ -208,17 +210,21 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                     .execute(params![key, at])?;
             }
             Write::Hit(key, at) => {
-                tx.prepare_cached(
-                    "UPDATE entries SET accessed_at = ?2, hits = hits + 1 WHERE key = ?1",
-                )?
-                .execute(params![key, at])?;
+                let (count, last) = hits.entry(key).or_default();
+                *count += 1;
+                *last = (*last).max(*at);
             }
             Write::Remove(key) => {
+                hits.remove(key.as_str());
                 tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
                     .execute([key])?;
             }
             Write::Flush(_) => {}
         }
+    }
+    for (key, (count, at)) in hits {
+        tx.prepare_cached("UPDATE entries SET accessed_at = ?2, hits = hits + ?3 WHERE key = ?1")?
+            .execute(params![key, at, count])?;
     }
     tx.commit()
 }
@@ -246,6 +252,7 @@ mod tests {
         catalog.put("a", entry("aa"));
         catalog.put("b", entry("bb"));
         catalog.hit("a");
+        catalog.hit("a");
         catalog.validated("a");
         catalog.flush();
         drop(catalog);
@@ -258,7 +265,7 @@ mod tests {
         let hits: u64 = conn
             .query_row("SELECT hits FROM entries WHERE key = 'a'", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(hits, 1);
+        assert_eq!(hits, 2);
         let version: usize = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

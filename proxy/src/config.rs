@@ -43,6 +43,9 @@ pub struct UpstreamConfig {
     pub min_rate_bytes: u64,
     /// How often an interrupted transfer is resumed before it is given up.
     pub resume_attempts: u32,
+    /// Extra CA certificates (PEM) trusted for https upstreams, besides the system's: for
+    /// internal mirrors with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for UpstreamConfig {
             low_speed_secs: 60,
             min_rate_bytes: 512,
             resume_attempts: 3,
+            ca_file: None,
         }
     }
 }

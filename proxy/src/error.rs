@@ -5,6 +5,8 @@ use hyper::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -49,7 +51,9 @@ impl Error {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Error::Store(_) | Error::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config(_) | Error::Store(_) | Error::Index(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

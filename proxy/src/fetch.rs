@@ -37,7 +37,16 @@ impl Upstream {
                 .map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
             builder = builder.proxy(proxy);
         }
-        let client = builder.build().map_err(|e| Error::Upstream(chain(&e)))?;
+        if let Some(path) = &config.upstream.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| Error::Config(chain(&e)))?;
         Ok(Upstream {
             client,
             config: config.upstream.clone(),

@@ -2,6 +2,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Default)]
@@ -17,6 +18,8 @@ pub struct Metrics {
     pub upstream_failures: Counter,
     pub bytes_from_cache: Counter,
     pub bytes_from_upstream: Counter,
+    /// Requests waiting for upstream's answer to a fetch under way.
+    pub waiting: Gauge,
     registry: Registry,
 }
 
@@ -75,6 +78,11 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "waiting_on_upstream",
+            "Requests waiting for upstream to answer",
+            m.waiting.clone(),
+        );
         m.registry = registry;
         m
     }
@@ -98,6 +106,7 @@ impl Metrics {
             "upstream_failures": self.upstream_failures.get(),
             "bytes_from_cache": self.bytes_from_cache.get(),
             "bytes_from_upstream": self.bytes_from_upstream.get(),
+            "waiting_on_upstream": self.waiting.get(),
         })
     }
 }

@@ -70,7 +70,7 @@ pub struct Proxy {
 impl Proxy {
     /// Opens the cache (recovering from any crash) and prepares the upstream client.
     pub fn open(config: Config) -> Result<Arc<Proxy>> {
-        config.validate().map_err(Error::BadRequest)?;
+        config.validate().map_err(Error::Config)?;
         std::fs::create_dir_all(&config.cache_dir)?;
         let lock = File::create(config.cache_dir.join("lock"))?;
         lock.try_lock_exclusive().map_err(|_| {
@@ -229,7 +229,10 @@ impl Proxy {
             }
             Joined::Follower(flight) => (flight.subscribe(), true),
         };
-        match answer(&mut rx).await {
+        self.metrics.waiting.inc();
+        let answered = answer(&mut rx).await;
+        self.metrics.waiting.dec();
+        match answered {
             Progress::NotModified => match self.stored(target, headers, head_only).await? {
                 Some(resp) => Ok((resp, Outcome::Revalidated)),
                 None => Err(Error::Upstream(

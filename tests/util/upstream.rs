@@ -38,6 +38,7 @@ struct State {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub root: PathBuf,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -59,6 +60,34 @@ impl Drop for GateKey {
 
 impl Upstream {
     pub fn start(root: &Path) -> Upstream {
+        Self::start_with(root, None)
+    }
+
+    /// The same over https, with a throwaway certificate for 127.0.0.1; returns the PEM of
+    /// the certificate to trust.
+    pub fn start_tls(root: &Path) -> (Upstream, String) {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let pem = cert.cert.pem();
+        let key =
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der())
+                .unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let mut upstream = Self::start_with(
+            root,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        );
+        upstream.scheme = "https";
+        (upstream, pem)
+    }
+
+    fn start_with(root: &Path, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -76,29 +105,37 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (root, state) = (root_owned.clone(), shared.clone());
+                let (root, state, tls) = (root_owned.clone(), shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let (root, state) = (root.clone(), state.clone());
                         async move { Ok::<_, Infallible>(answer(&root, &state, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    };
                 });
             }
         });
         Upstream {
             addr,
             root: root.to_path_buf(),
+            scheme: "http",
             state,
             runtime: Some(runtime),
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (or https)
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// `127.0.0.1:PORT`, as `--allow-host` takes it.
@@ -148,7 +185,8 @@ impl Upstream {
             .collect()
     }
 
-    /// From now on, `path`'s body stops after `first_part` bytes until the key is opened.
+    /// From now on, `path`'s body stops after `first_part` bytes until the key is opened; with
+    /// `first_part` 0 the whole answer waits.
     pub fn gate(&self, path: &str, first_part: usize) -> GateKey {
         let (key, open) = watch::channel(false);
         self.state
@@ -197,6 +235,10 @@ async fn answer(
             cut,
         )
     };
+    // A gate with no first part holds the whole answer, 304 included.
+    if let Some((0, mut open)) = gate.clone() {
+        let _ = open.wait_for(|o| *o).await;
+    }
     let file = root.join(path.trim_start_matches('/'));
     let (Ok(meta), Ok(content)) = (std::fs::metadata(&file), std::fs::read(&file)) else {
         return status(StatusCode::NOT_FOUND);
