@@ -1,6 +1,9 @@
 //! apt/dpkg repositories: which paths are packages, by-hash files or indexes, and which hosts
 //! an apt configuration (one-line `sources.list` or deb822 `.sources`) names.
 
+pub mod release;
+pub mod packages;
+
 use crate::FileKind;
 
 /// Classifies a path of a Debian-style archive, or `None` when it is not one of apt's files.

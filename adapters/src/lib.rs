@@ -1,9 +1,45 @@
 //! Package-format knowledge shared by the proxy and the wrapper: what a repository path is
-//! (an immutable package, an index to revalidate, something else) and which upstream hosts a
-//! machine's own package-manager sources name. Pure functions over bytes: no I/O here.
+//! (an immutable package, an index to revalidate, something else), the hash chains of
+//! repository indexes, and which upstream hosts a machine's own package-manager sources name.
+//! Pure functions over bytes: no I/O here.
 
 pub mod apt;
+pub mod compress;
 pub mod rpm;
+
+/// Why an index could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("malformed index: {0}")]
+    Syntax(String),
+    #[error("cannot decompress index: {0}")]
+    Decompress(String),
+    #[error("index larger than {} bytes once decompressed", compress::MAX_INDEX_BYTES)]
+    TooLarge,
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+/// One file an index vouches for: its path (relative to the index's base), SHA256 and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHash {
+    pub path: String,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub size: Option<u64>,
+}
+
+impl FileHash {
+    pub fn new(path: &str, sha256: &str, size: Option<u64>) -> Result<FileHash, ParseError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseError::Syntax(format!("{sha256:?} is not a SHA256")));
+        }
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s == ".") {
+            return Err(ParseError::Syntax(format!("unsafe path {path:?}")));
+        }
+        Ok(FileHash { path: path.to_string(), sha256: sha256.to_ascii_lowercase(), size })
+    }
+}
 
 /// What a path inside a package repository holds, which decides how the proxy caches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

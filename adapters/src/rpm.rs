@@ -1,6 +1,9 @@
 //! rpm repositories (dnf, yum, zypper): which paths are packages or repository metadata, and
 //! which hosts a `.repo` file names.
 
+pub mod repomd;
+pub mod primary;
+
 use crate::FileKind;
 
 /// Classifies a path of an rpm-md repository, or `None` when it is not one of its files.

@@ -1,0 +1,86 @@
+//! primary.xml: the SHA256 and size of every .rpm, by its path from the repository base.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use super::repomd::{attr, xml_error};
+use crate::{FileHash, ParseError};
+
+/// Parses a decompressed primary.xml. Packages with a non-SHA256 checksum, or stored elsewhere
+/// (`xml:base`), are skipped: they stay unverified.
+pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
+    let mut reader = Reader::from_reader(bytes);
+    reader.config_mut().trim_text(true);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    // (sha256, href, size, elsewhere)
+    let mut package: Option<(Option<String>, Option<String>, Option<u64>, bool)> = None;
+    let mut in_checksum = false;
+    loop {
+        match reader.read_event_into(&mut buf).map_err(xml_error)? {
+            Event::Start(e) if e.name().as_ref() == b"package" => package = Some((None, None, None, false)),
+            Event::Start(e) if package.is_some() && e.name().as_ref() == b"checksum" => {
+                in_checksum = attr(&e, b"type")?.as_deref() == Some("sha256");
+            }
+            Event::Start(e) | Event::Empty(e) if package.is_some() => {
+                let p = package.as_mut().expect("checked");
+                match e.name().as_ref() {
+                    b"size" => {
+                        if let Some(size) = attr(&e, b"package")? {
+                            p.2 = Some(size.parse().map_err(|_| ParseError::Syntax(format!("bad size {size:?}")))?);
+                        }
+                    }
+                    b"location" => {
+                        p.1 = attr(&e, b"href")?;
+                        p.3 = attr(&e, b"xml:base")?.is_some();
+                    }
+                    _ => {}
+                }
+            }
+            Event::Text(t) if in_checksum => {
+                if let Some(p) = package.as_mut() {
+                    p.0 = Some(t.unescape().map_err(xml_error)?.trim().to_string());
+                }
+            }
+            Event::End(e) => match e.name().as_ref() {
+                b"checksum" => in_checksum = false,
+                b"package" => {
+                    if let Some((Some(sha), Some(href), size, false)) = package.take() {
+                        out.push(FileHash::new(&href, &sha, size)?);
+                    }
+                }
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_packages() {
+        let xml = br#"<?xml version="1.0"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" packages="2">
+<package type="rpm"><name>a</name><arch>noarch</arch>
+  <checksum type="sha256" pkgid="YES">e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855</checksum>
+  <size package="1234" installed="10" archive="20"/>
+  <location href="Packages/noarch/a-1-1.noarch.rpm"/>
+</package>
+<package type="rpm"><name>b</name>
+  <checksum type="sha256" pkgid="YES">e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855</checksum>
+  <location xml:base="http://elsewhere.example.org/" href="b.rpm"/>
+</package>
+</metadata>"#;
+        let files = parse(xml).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, "Packages/noarch/a-1-1.noarch.rpm");
+        assert_eq!(files[0].size, Some(1234));
+        assert!(parse(b"<metadata><package><size package='x'/></package></metadata>").is_err());
+    }
+}
