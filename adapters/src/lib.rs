@@ -14,7 +14,10 @@ pub enum ParseError {
     Syntax(String),
     #[error("cannot decompress index: {0}")]
     Decompress(String),
-    #[error("index larger than {} bytes once decompressed", compress::MAX_INDEX_BYTES)]
+    #[error(
+        "index larger than {} bytes once decompressed",
+        compress::MAX_INDEX_BYTES
+    )]
     TooLarge,
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -34,10 +37,17 @@ impl FileHash {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError::Syntax(format!("{sha256:?} is not a SHA256")));
         }
-        if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s == ".") {
+        if path.is_empty()
+            || path.starts_with('/')
+            || path.split('/').any(|s| s == ".." || s == ".")
+        {
             return Err(ParseError::Syntax(format!("unsafe path {path:?}")));
         }
-        Ok(FileHash { path: path.to_string(), sha256: sha256.to_ascii_lowercase(), size })
+        Ok(FileHash {
+            path: path.to_string(),
+            sha256: sha256.to_ascii_lowercase(),
+            size,
+        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! rpm repositories (dnf, yum, zypper): which paths are packages or repository metadata, and
 //! which hosts a `.repo` file names.
 
-pub mod repomd;
 pub mod primary;
+pub mod repomd;
 
 use crate::FileKind;
 

@@ -1,4 +1,5 @@
-//! The catalog: which URL is stored in which blob, with its validators and access statistics.
+//! The catalog: which URL is stored in which blob, with its validators and access statistics,
+//! and which SHA256 each URL must have according to the indexes seen so far (the hash chain).
 //! Lookups are served from memory; every change is written behind to SQLite (WAL) by one thread
 //! that batches, so the hit path never waits for a database write.
 
@@ -9,11 +10,13 @@ use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
+use vzpkg_adapters::compress::Compression;
 
 use crate::error::Result;
 
 /// Applied in order by `PRAGMA user_version`; a shipped migration is never edited, only appended.
-const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE entries (
         key           TEXT PRIMARY KEY,
         blob          TEXT NOT NULL,
         size          INTEGER NOT NULL,
@@ -24,7 +27,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
         accessed_at   INTEGER NOT NULL,
         hits          INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX entries_blob ON entries (blob);"];
+    CREATE INDEX entries_blob ON entries (blob);",
+    "ALTER TABLE entries ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE expected (
+        key     TEXT PRIMARY KEY,
+        sha256  TEXT NOT NULL,
+        size    INTEGER,
+        role    TEXT NOT NULL,
+        source  TEXT NOT NULL
+    );",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -36,10 +48,66 @@ pub struct Entry {
     pub content_type: Option<String>,
     /// Unix seconds when upstream last confirmed this content.
     pub validated_at: u64,
+    /// Its hash matched what the repository's indexes say (or it is a trusted index root).
+    pub verified: bool,
+}
+
+/// What an index says a file must be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub sha256: String,
+    pub size: Option<u64>,
+    /// What the file is, so that it can be learned from in turn.
+    pub role: Role,
+    /// The key of the index that vouched for it.
+    pub source: String,
+}
+
+/// The part a file plays in its repository's hash chain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Role {
+    /// A package archive: the end of the chain.
+    Package,
+    /// An apt Packages index, compressed as given: it lists packages.
+    AptPackages(Compression),
+    /// An rpm primary.xml, compressed as given: it lists packages.
+    RpmPrimary(Compression),
+    /// Any other index file: verified, not learned from.
+    Metadata,
+}
+
+impl Role {
+    fn encode(self) -> String {
+        let c = |c: Compression| format!("{c:?}").to_ascii_lowercase();
+        match self {
+            Role::Package => "package".into(),
+            Role::AptPackages(comp) => format!("apt-packages:{}", c(comp)),
+            Role::RpmPrimary(comp) => format!("rpm-primary:{}", c(comp)),
+            Role::Metadata => "metadata".into(),
+        }
+    }
+
+    fn decode(s: &str) -> Role {
+        let comp = |c: &str| match c {
+            "gzip" => Compression::Gzip,
+            "xz" => Compression::Xz,
+            "zstd" => Compression::Zstd,
+            "bzip2" => Compression::Bzip2,
+            _ => Compression::None,
+        };
+        match s.split_once(':') {
+            Some(("apt-packages", c)) => Role::AptPackages(comp(c)),
+            Some(("rpm-primary", c)) => Role::RpmPrimary(comp(c)),
+            _ if s == "package" => Role::Package,
+            _ => Role::Metadata,
+        }
+    }
 }
 
 enum Write {
     Put(String, Entry),
+    Expect(Vec<(String, Expected)>),
+    Verified(String),
     Validated(String, u64),
     Hit(String, u64),
     Remove(String),
@@ -48,6 +116,7 @@ enum Write {
 
 pub struct Catalog {
     entries: RwLock<HashMap<String, Entry>>,
+    expected: RwLock<HashMap<String, Expected>>,
     writer: mpsc::Sender<Write>,
 }
 
@@ -72,7 +141,7 @@ impl Catalog {
         let mut missing = Vec::new();
         {
             let mut stmt = conn.prepare(
-                "SELECT key, blob, size, etag, last_modified, content_type, validated_at FROM entries",
+                "SELECT key, blob, size, etag, last_modified, content_type, validated_at, verified FROM entries",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -84,6 +153,7 @@ impl Catalog {
                         last_modified: r.get(4)?,
                         content_type: r.get(5)?,
                         validated_at: r.get(6)?,
+                        verified: r.get(7)?,
                     },
                 ))
             })?;
@@ -94,6 +164,25 @@ impl Catalog {
                 } else {
                     missing.push(key);
                 }
+            }
+        }
+        let mut expected = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT key, sha256, size, role, source FROM expected")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Expected {
+                        sha256: r.get(1)?,
+                        size: r.get(2)?,
+                        role: Role::decode(&r.get::<_, String>(3)?),
+                        source: r.get(4)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (key, e) = row?;
+                expected.insert(key, e);
             }
         }
         for key in &missing {
@@ -107,6 +196,7 @@ impl Catalog {
             .spawn(move || write_behind(conn, queue))?;
         Ok(Catalog {
             entries: RwLock::new(entries),
+            expected: RwLock::new(expected),
             writer,
         })
     }
@@ -121,6 +211,50 @@ impl Catalog {
             .unwrap()
             .insert(key.to_string(), entry.clone());
         let _ = self.writer.send(Write::Put(key.to_string(), entry));
+    }
+
+    /// What the indexes say `key` must be, if any index seen so far lists it.
+    pub fn expected(&self, key: &str) -> Option<Expected> {
+        self.expected.read().unwrap().get(key).cloned()
+    }
+
+    /// Records what an index vouches for, and settles the entries stored before it was known:
+    /// a matching one becomes verified, any other is dropped. Returns (verified, dropped).
+    pub fn expect(&self, learned: Vec<(String, Expected)>) -> (usize, usize) {
+        let (mut verified, mut dropped) = (0, 0);
+        {
+            let mut entries = self.entries.write().unwrap();
+            for (key, e) in &learned {
+                let Some(entry) = entries.get_mut(key) else {
+                    continue;
+                };
+                if entry.verified {
+                    continue; // an older generation's verified copy: serving checks it anew
+                }
+                if entry.blob == e.sha256 {
+                    entry.verified = true;
+                    verified += 1;
+                    let _ = self.writer.send(Write::Verified(key.clone()));
+                } else {
+                    tracing::warn!(%key, stored = %entry.blob, expected = %e.sha256, "unverified copy disagrees with its index: dropped");
+                    entries.remove(key);
+                    dropped += 1;
+                    let _ = self.writer.send(Write::Remove(key.clone()));
+                }
+            }
+        }
+        {
+            let mut expected = self.expected.write().unwrap();
+            for (key, e) in &learned {
+                expected.insert(key.clone(), e.clone());
+            }
+        }
+        let _ = self.writer.send(Write::Expect(learned));
+        (verified, dropped)
+    }
+
+    pub fn expected_count(&self) -> usize {
+        self.expected.read().unwrap().len()
     }
 
     pub fn validated(&self, key: &str) {
@@ -198,12 +332,25 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
         match w {
             Write::Put(key, e) => {
                 tx.prepare_cached(
-                    "INSERT INTO entries (key, blob, size, etag, last_modified, content_type, validated_at, accessed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                    "INSERT INTO entries (key, blob, size, etag, last_modified, content_type, validated_at, accessed_at, verified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                      ON CONFLICT (key) DO UPDATE SET blob = ?2, size = ?3, etag = ?4, last_modified = ?5,
-                        content_type = ?6, validated_at = ?7, accessed_at = ?7",
+                        content_type = ?6, validated_at = ?7, accessed_at = ?7, verified = ?8",
                 )?
-                .execute(params![key, e.blob, e.size, e.etag, e.last_modified, e.content_type, e.validated_at])?;
+                .execute(params![key, e.blob, e.size, e.etag, e.last_modified, e.content_type, e.validated_at, e.verified])?;
+            }
+            Write::Expect(learned) => {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO expected (key, sha256, size, role, source) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (key) DO UPDATE SET sha256 = ?2, size = ?3, role = ?4, source = ?5",
+                )?;
+                for (key, e) in learned {
+                    stmt.execute(params![key, e.sha256, e.size, e.role.encode(), e.source])?;
+                }
+            }
+            Write::Verified(key) => {
+                tx.prepare_cached("UPDATE entries SET verified = 1 WHERE key = ?1")?
+                    .execute([key])?;
             }
             Write::Validated(key, at) => {
                 tx.prepare_cached("UPDATE entries SET validated_at = ?2 WHERE key = ?1")?
@@ -241,7 +388,38 @@ mod tests {
             last_modified: None,
             content_type: None,
             validated_at: 7,
+            verified: false,
         }
+    }
+
+    #[test]
+    fn learning_an_index_settles_unverified_entries_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.sqlite");
+        let catalog = Catalog::open(&db, |_| true).unwrap();
+        catalog.put("good", entry("aa"));
+        catalog.put("bad", entry("bb"));
+        let expect = |sha: &str| Expected {
+            sha256: sha.into(),
+            size: None,
+            role: Role::AptPackages(Compression::Xz),
+            source: "idx".into(),
+        };
+        let (verified, dropped) = catalog.expect(vec![
+            ("good".into(), expect("aa")),
+            ("bad".into(), expect("cc")),
+            ("later".into(), expect("dd")),
+        ]);
+        assert_eq!((verified, dropped), (1, 1));
+        assert!(catalog.get("good").unwrap().verified);
+        assert_eq!(catalog.get("bad"), None);
+        catalog.flush();
+        drop(catalog);
+        let catalog = Catalog::open(&db, |_| true).unwrap();
+        assert!(catalog.get("good").unwrap().verified);
+        assert_eq!(catalog.get("bad"), None);
+        assert_eq!(catalog.expected("later").unwrap(), expect("dd"));
+        assert_eq!(catalog.expected_count(), 3);
     }
 
     #[test]

@@ -29,8 +29,15 @@ pub struct Config {
     pub remap: BTreeMap<String, Vec<String>>,
     /// Send every upstream request through this HTTP proxy (another vzpkg, squid, apt-cacher-ng).
     pub parent: Option<String>,
-    /// How long an index file is served without asking upstream whether it changed.
+    /// How long an index root (InRelease, Release, repomd.xml) is served without asking upstream
+    /// whether it changed. Files the chain pins by hash need no asking.
     pub index_ttl_secs: u64,
+    /// Refuse to store packages no index vouches for (they are still passed through).
+    pub strict: bool,
+    /// Remap NAME or upstream `host[:port]` → OpenPGP keyring (binary, as `gpg --export` writes
+    /// it): InRelease, Release.gpg and repomd.xml.asc must verify with it before their hashes
+    /// are trusted.
+    pub keyrings: BTreeMap<String, PathBuf>,
     pub upstream: UpstreamConfig,
 }
 
@@ -46,6 +53,10 @@ pub struct UpstreamConfig {
     /// Extra CA certificates (PEM) trusted for https upstreams, besides the system's: for
     /// internal mirrors with a private CA.
     pub ca_file: Option<PathBuf>,
+    /// After a failure, a URL is not tried again for this long, doubling with each further
+    /// failure up to `backoff_max_secs` (0 turns this off).
+    pub backoff_secs: u64,
+    pub backoff_max_secs: u64,
 }
 
 impl Default for Config {
@@ -59,6 +70,8 @@ impl Default for Config {
             remap: BTreeMap::new(),
             parent: None,
             index_ttl_secs: 30,
+            strict: false,
+            keyrings: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
         }
     }
@@ -72,6 +85,8 @@ impl Default for UpstreamConfig {
             min_rate_bytes: 512,
             resume_attempts: 3,
             ca_file: None,
+            backoff_secs: 1,
+            backoff_max_secs: 300,
         }
     }
 }
@@ -100,6 +115,14 @@ impl Config {
             }
             for base in bases {
                 check_http_url(base).map_err(|e| format!("remap.{name}: {e}"))?;
+            }
+        }
+        for (name, keyring) in &self.keyrings {
+            if !keyring.is_absolute() {
+                return Err(format!(
+                    "keyrings.{name}: {} must be an absolute path",
+                    keyring.display()
+                ));
             }
         }
         if let Some(parent) = &self.parent {

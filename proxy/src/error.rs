@@ -21,6 +21,9 @@ pub enum Error {
     /// Upstream could not be reached or broke off.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// What upstream sent does not match the repository's own metadata or signature.
+    #[error("verification failed: {0}")]
+    Verify(String),
     // Not `#[from]`: the message already carries the cause, and a source would print it twice.
     #[error("cache store: {0}")]
     Store(std::io::Error),
@@ -50,7 +53,7 @@ impl Error {
             Error::UpstreamStatus { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::Upstream(_) | Error::Verify(_) => StatusCode::BAD_GATEWAY,
             Error::Config(_) | Error::Store(_) | Error::Index(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -11,13 +11,17 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{now_secs, Catalog, Entry};
+use vzpkg_adapters::FileKind;
+
+use crate::backoff::Backoff;
+use crate::catalog::{now_secs, Catalog, Entry, Expected, Role};
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::flight::{Head, Lead, Progress};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::target::Target;
+use crate::verify::Verifier;
 
 pub struct Upstream {
     client: reqwest::Client,
@@ -154,20 +158,41 @@ pub struct Fetcher {
     pub store: Arc<Store>,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    pub verifier: Arc<Verifier>,
+    pub backoff: Backoff,
+    /// Do not store packages that no index vouches for.
+    pub strict: bool,
+}
+
+/// What a fetch is asked to do.
+pub struct Job {
+    pub target: Target,
+    /// A cached copy whose validators make the request conditional.
+    pub cached: Option<Entry>,
+    /// What the hash chain says the file must be.
+    pub expected: Option<Expected>,
 }
 
 impl Fetcher {
     /// Drives one flight to its end. Runs as its own task so that no client can cancel it.
-    pub async fn run(self: Arc<Self>, lead: Lead, target: Target, cached: Option<Entry>) {
+    pub async fn run(self: Arc<Self>, lead: Lead, job: Job) {
         let started = Instant::now();
-        let last = match self.fetch(&lead, &target, cached).await {
+        let key = job.target.key.clone();
+        let last = match self.fetch(&lead, job).await {
             Ok(last) => {
-                tracing::debug!(key = %target.key, ms = started.elapsed().as_millis() as u64, "fetch done");
+                self.backoff.succeeded(&key);
+                tracing::debug!(%key, ms = started.elapsed().as_millis() as u64, "fetch done");
                 last
             }
             Err(e) => {
-                self.metrics.upstream_failures.inc();
-                tracing::warn!(key = %target.key, error = %e, "download failed");
+                match &e {
+                    Error::Verify(_) => self.metrics.verify_failures.inc(),
+                    _ => self.metrics.upstream_failures.inc(),
+                };
+                if e.status().is_server_error() {
+                    self.backoff.failed(&key);
+                }
+                tracing::warn!(%key, error = %e, "download failed; nothing stored");
                 Progress::Failed {
                     status: e.status().as_u16(),
                     reason: e.to_string().into(),
@@ -178,7 +203,12 @@ impl Fetcher {
     }
 
     /// Fetches into the store, publishing progress; returns the last word for the followers.
-    async fn fetch(&self, lead: &Lead, target: &Target, cached: Option<Entry>) -> Result<Progress> {
+    async fn fetch(&self, lead: &Lead, job: Job) -> Result<Progress> {
+        let Job {
+            target,
+            cached,
+            expected,
+        } = job;
         let mut resp = self
             .upstream
             .get(&target.upstreams, cached.as_ref())
@@ -195,6 +225,15 @@ impl Fetcher {
         }
         let url = resp.url().to_string();
         let head = Arc::new(head_of(resp.headers(), resp.content_length()));
+        if let (Some(want), Some(got)) =
+            (expected.as_ref().and_then(|e| e.size), head.content_length)
+        {
+            if want != got {
+                return Err(Error::Verify(format!(
+                    "{url} is {got} bytes; its index says {want}"
+                )));
+            }
+        }
         let store = self.store.clone();
         let tmp = tokio::task::spawn_blocking(move || store.new_tmp())
             .await
@@ -203,8 +242,8 @@ impl Fetcher {
         let mut written = 0u64;
         let mut hasher = Sha256::new();
         let mut resumes = 0;
-        // The last byte is held back until the blob is committed: a client that has the whole
-        // file can rely on it being in the store, and nobody ever gets a complete bad file.
+        // The last byte is held back until the file is verified and committed: a client that has
+        // the whole file can rely on it being in the store, and nobody ever gets a complete bad file.
         let publish = |written: u64| {
             let visible = match head.content_length {
                 Some(len) => written.min(len.saturating_sub(1)),
@@ -241,28 +280,82 @@ impl Fetcher {
             }
         }
         let blob = hex::encode(hasher.finalize());
+        if let Some(want) = &expected {
+            if want.sha256 != blob {
+                return Err(Error::Verify(format!(
+                    "{url} has sha256 {blob}; {} says {}",
+                    want.source, want.sha256
+                )));
+            }
+        }
+        let done = Progress::Body {
+            head: head.clone(),
+            file: file.clone(),
+            written,
+            done: true,
+        };
+        if self.strict && expected.is_none() && target.kind == FileKind::Package {
+            tracing::info!(%url, "strict: no index vouches for this package; passed through, not stored");
+            return Ok(done);
+        }
+
+        let (me, trusted_target, tmp_path) =
+            (self.shared(), target.clone(), tmp.path().to_path_buf());
+        let trusted_root = blocking(move || {
+            me.verifier
+                .check_root(&me.catalog, &me.store, &trusted_target, &tmp_path)
+        })
+        .await?;
         let store = self.store.clone();
         let hash = blob.clone();
-        tokio::task::spawn_blocking(move || store.commit(tmp, &hash))
-            .await
-            .map_err(std::io::Error::other)??;
+        blocking(move || store.commit(tmp, &hash).map_err(Error::Store)).await?;
         self.catalog.put(
             &target.key,
             Entry {
-                blob,
+                blob: blob.clone(),
                 size: written,
                 etag: head.etag.clone(),
                 last_modified: head.last_modified.clone(),
                 content_type: head.content_type.clone(),
                 validated_at: now_secs(),
+                verified: expected.is_some() || trusted_root,
             },
         );
-        Ok(Progress::Body {
-            head: head.clone(),
-            file: file.clone(),
-            written,
-            done: true,
+        self.learn(&target, &blob, trusted_root, expected.map(|e| e.role))
+            .await;
+        Ok(done)
+    }
+
+    /// Records what a stored index vouches for. A parse failure is logged, not fatal: the file
+    /// itself matched its hash; only what it lists stays unverified.
+    async fn learn(&self, target: &Target, blob: &str, trusted_root: bool, role: Option<Role>) {
+        let (me, target, blob) = (self.shared(), target.clone(), blob.to_string());
+        let key = target.key.clone();
+        let learned = blocking(move || {
+            me.verifier
+                .learn(&me.catalog, &me.store, &target, &blob, trusted_root, role)
         })
+        .await;
+        match learned {
+            Ok(learned) if learned.is_empty() => {}
+            Ok(learned) => {
+                let count = learned.len();
+                let (verified, dropped) = self.catalog.expect(learned);
+                tracing::info!(%key, files = count, verified, dropped, "index learned");
+            }
+            Err(e) => {
+                self.metrics.verify_failures.inc();
+                tracing::warn!(%key, error = %e, "index could not be read; what it lists stays unverified");
+            }
+        }
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            verifier: self.verifier.clone(),
+        }
     }
 
     /// Appends one response body to the file, publishing progress as chunks land.
@@ -325,4 +418,20 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// What blocking verification work needs, owned so it can move to a blocking thread.
+struct Shared {
+    catalog: Arc<Catalog>,
+    store: Arc<Store>,
+    verifier: Arc<Verifier>,
+}
+
+/// Runs blocking work (gpgv, parsing, fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Store(std::io::Error::other(e)))?
 }

@@ -3,6 +3,7 @@
 //! once by content hash.
 
 mod access;
+mod backoff;
 mod catalog;
 pub mod config;
 mod error;
@@ -14,6 +15,7 @@ mod server;
 mod service;
 mod store;
 mod target;
+mod verify;
 
 pub use config::{Config, UpstreamConfig};
 pub use error::Error;

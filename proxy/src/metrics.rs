@@ -16,6 +16,8 @@ pub struct Metrics {
     pub refused: Counter,
     pub upstream_requests: Counter,
     pub upstream_failures: Counter,
+    pub verify_failures: Counter,
+    pub backoff_refusals: Counter,
     pub bytes_from_cache: Counter,
     pub bytes_from_upstream: Counter,
     /// Requests waiting for upstream's answer to a fetch under way.
@@ -104,6 +106,8 @@ impl Metrics {
             "refused": self.refused.get(),
             "upstream_requests": self.upstream_requests.get(),
             "upstream_failures": self.upstream_failures.get(),
+            "verify_failures": self.verify_failures.get(),
+            "backoff_refusals": self.backoff_refusals.get(),
             "bytes_from_cache": self.bytes_from_cache.get(),
             "bytes_from_upstream": self.bytes_from_upstream.get(),
             "waiting_on_upstream": self.waiting.get(),

@@ -296,6 +296,7 @@ mod tests {
             last_modified: Some("Sun, 01 Nov 2026 10:00:00 GMT".into()),
             content_type: None,
             validated_at: 0,
+            verified: true,
         };
         let mut h = HeaderMap::new();
         h.insert(

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 use http_body_util::BodyExt;
@@ -14,15 +14,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
-use crate::catalog::{now_secs, Catalog};
+use crate::backoff::Backoff;
+use crate::catalog::{now_secs, Catalog, Entry, Expected};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fetch::{Fetcher, Upstream};
+use crate::fetch::{Fetcher, Job, Upstream};
 use crate::flight::{answer, Flights, Joined, Progress};
 use crate::metrics::Metrics;
 use crate::serve::{self, Body};
 use crate::store::Store;
 use crate::target::{route, Route, Target};
+use crate::verify::Verifier;
 
 /// How a request was answered, for the log line and the counters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,6 +61,7 @@ pub struct Proxy {
     catalog: Arc<Catalog>,
     flights: Arc<Flights>,
     fetcher: Arc<Fetcher>,
+    verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
     /// Download tasks, so that a graceful stop can let them finish.
     pub(crate) downloads: TaskTracker,
@@ -86,11 +89,18 @@ impl Proxy {
             |blob| store.blob_path(blob).exists(),
         )?);
         let metrics = Arc::new(Metrics::new());
+        let verifier = Arc::new(Verifier::new(config.keyrings.clone()));
         let fetcher = Arc::new(Fetcher {
             upstream: Upstream::new(&config, metrics.clone())?,
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
+            verifier: verifier.clone(),
+            backoff: Backoff::new(
+                Duration::from_secs(config.upstream.backoff_secs),
+                Duration::from_secs(config.upstream.backoff_max_secs),
+            ),
+            strict: config.strict,
         });
         Ok(Arc::new(Proxy {
             access: Access::new(&config),
@@ -99,6 +109,7 @@ impl Proxy {
             catalog,
             flights: Arc::new(Flights::default()),
             fetcher,
+            verifier,
             metrics,
             downloads: TaskTracker::new(),
             started: Instant::now(),
@@ -208,23 +219,50 @@ impl Proxy {
         headers: &hyper::HeaderMap,
         head_only: bool,
     ) -> Result<(Response<Body>, Outcome)> {
-        let ttl = self.config.index_ttl_secs;
-        let cached = self.catalog.get(&target.key);
+        let expected = self
+            .verifier
+            .expected(&self.catalog, &target.key, target.kind);
+        // A copy the chain pins by hash cannot be stale, and one that disagrees with the chain's
+        // current word (an older generation, say) is never served for this URL.
+        let agrees = |e: &Entry| expected.as_ref().is_none_or(|x| x.sha256 == e.blob);
+        let cached = self.catalog.get(&target.key).filter(|e| agrees(e));
         if let Some(entry) = &cached {
-            let fresh =
-                target.kind.is_immutable() || now_secs().saturating_sub(entry.validated_at) < ttl;
+            let fresh = target.kind.is_immutable()
+                || expected.is_some()
+                || now_secs().saturating_sub(entry.validated_at) < self.config.index_ttl_secs;
             if fresh {
                 if let Some(resp) = self.stored(target, headers, head_only).await? {
                     return Ok((resp, Outcome::Hit));
                 }
             }
         }
+        // The store may hold the pinned content already, under another URL or an older
+        // generation's name: that is a hit too.
+        if let (None, Some(want)) = (&cached, &expected) {
+            if let Some(resp) = self
+                .stored_by_hash(target, want, headers, head_only)
+                .await?
+            {
+                return Ok((resp, Outcome::Hit));
+            }
+        }
         let (mut rx, joined) = match self.flights.join(&target.key) {
             Joined::Leader(lead) => {
+                if let Err(e) = self.fetcher.backoff.check(&target.key) {
+                    self.metrics.backoff_refusals.inc();
+                    lead.finish(Progress::Failed {
+                        status: 502,
+                        reason: e.to_string().into(),
+                    });
+                    return Err(e);
+                }
                 let rx = lead.flight.subscribe();
-                let validators = cached.clone().filter(|_| !target.kind.is_immutable());
-                self.downloads
-                    .spawn(self.fetcher.clone().run(lead, target.clone(), validators));
+                let job = Job {
+                    target: target.clone(),
+                    cached: cached.clone().filter(|_| !target.kind.is_immutable()),
+                    expected: expected.clone(),
+                };
+                self.downloads.spawn(self.fetcher.clone().run(lead, job));
                 (rx, false)
             }
             Joined::Follower(flight) => (flight.subscribe(), true),
@@ -240,33 +278,58 @@ impl Proxy {
                 )),
             },
             Progress::Body { head, file, .. } => {
-                let label = if joined { "joined" } else { "miss" };
-                let outcome = if joined {
-                    Outcome::Joined
+                let (label, outcome) = if joined {
+                    ("joined", Outcome::Joined)
                 } else {
-                    Outcome::Miss
+                    ("miss", Outcome::Miss)
                 };
                 Ok((serve::flight(rx, &head, file, head_only, label), outcome))
             }
             Progress::Failed { status, reason } => {
-                // An index that upstream cannot confirm right now is still better than nothing.
+                // An index that upstream cannot confirm right now is still better than nothing,
+                // as long as it agrees with the chain.
                 if status >= 500 && cached.is_some() {
                     tracing::warn!(key = %target.key, %reason, "upstream failed; serving the cached copy");
                     if let Some(resp) = self.stored(target, headers, head_only).await? {
                         return Ok((resp, Outcome::Hit));
                     }
                 }
-                Err(if status == 502 {
-                    Error::Upstream(reason.to_string())
-                } else {
-                    Error::UpstreamStatus {
+                Err(match status {
+                    502 => Error::Upstream(reason.to_string()),
+                    _ => Error::UpstreamStatus {
                         status,
                         reason: reason.to_string(),
-                    }
+                    },
                 })
             }
             Progress::Asking => unreachable!("answer() waits past Asking"),
         }
+    }
+
+    /// Serves the blob the chain pins for `target` if the store has it, recording it as this
+    /// URL's content.
+    async fn stored_by_hash(
+        &self,
+        target: &Target,
+        want: &Expected,
+        headers: &hyper::HeaderMap,
+        head_only: bool,
+    ) -> Result<Option<Response<Body>>> {
+        let path = self.store.blob_path(&want.sha256);
+        let Ok(meta) = tokio::fs::metadata(&path).await else {
+            return Ok(None);
+        };
+        let entry = Entry {
+            blob: want.sha256.clone(),
+            size: meta.len(),
+            etag: None,
+            last_modified: None,
+            content_type: None,
+            validated_at: now_secs(),
+            verified: true,
+        };
+        self.catalog.put(&target.key, entry);
+        self.stored(target, headers, head_only).await
     }
 
     /// Serves the catalog's blob for `target`; `None` when there is none (any more).
@@ -307,6 +370,7 @@ impl Proxy {
                     "cache_dir": self.config.cache_dir,
                     "entries": self.catalog.entry_count(),
                     "stored_bytes": self.catalog.total_bytes(),
+                    "known_hashes": self.catalog.expected_count(),
                     "downloads_in_flight": self.flights.in_flight(),
                     "counters": self.metrics.as_json(),
                 });

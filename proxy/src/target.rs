@@ -19,8 +19,11 @@ pub enum Route {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    /// Identifies the file in the catalog: `http://host[:port]/path` or `remap:NAME/path`.
+    /// Identifies the file in the catalog: `http://host[:port]/path` or `remap:NAME/path`, with
+    /// percent escapes decoded, so that apt's `%2b` and an index's `+` name the same file.
     pub key: String,
+    /// The upstream's name for per-upstream settings: the remap NAME, or `host[:port]`.
+    pub origin: String,
     /// Upstream URLs, tried in order until one answers.
     pub upstreams: Vec<String>,
     pub kind: FileKind,
@@ -53,7 +56,8 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
         };
         let url = format!("{scheme}://{authority}{path_and_query}");
         return Ok(Route::Fetch(Target {
-            key: url.clone(),
+            key: format!("{scheme}://{authority}{}", decoded(path_and_query)?),
+            origin: authority,
             upstreams: vec![url],
             kind: vzpkg_adapters::classify(path),
             host: Some((host, port)),
@@ -75,7 +79,8 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
     let sub_and_query = &path_and_query[1 + name.len()..];
     let sub_and_query = sub_and_query.strip_prefix('/').unwrap_or(sub_and_query);
     Ok(Route::Fetch(Target {
-        key: format!("remap:{name}/{sub_and_query}"),
+        key: format!("remap:{name}/{}", decoded(sub_and_query)?),
+        origin: name.to_string(),
         upstreams: bases
             .iter()
             .map(|base| format!("{}/{sub_and_query}", base.trim_end_matches('/')))
@@ -83,6 +88,13 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
         kind: vzpkg_adapters::classify(sub),
         host: None,
     }))
+}
+
+fn decoded(raw: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::BadRequest("path refused: escapes that do not decode to UTF-8".into()))
 }
 
 /// Refuses any path that could mean something other than a plain file below the repository root.

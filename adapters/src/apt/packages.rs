@@ -5,7 +5,8 @@ use crate::{FileHash, ParseError};
 /// Parses a decompressed Packages file. Stanzas without Filename or SHA256 are skipped (they
 /// cannot be verified, so their packages stay unverified).
 pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Syntax("Packages is not UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ParseError::Syntax("Packages is not UTF-8".into()))?;
     let mut files = Vec::new();
     for stanza in text.split("\n\n") {
         let (mut filename, mut sha256, mut size) = (None, None, None);
@@ -13,13 +14,17 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
             if line.starts_with(' ') || line.starts_with('\t') {
                 continue;
             }
-            let Some((field, value)) = line.split_once(':') else { continue };
+            let Some((field, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
             match field {
                 "Filename" => filename = Some(value),
                 "SHA256" => sha256 = Some(value),
                 "Size" => {
-                    let parsed = value.parse().map_err(|_| ParseError::Syntax(format!("bad Size {value:?}")))?;
+                    let parsed = value
+                        .parse()
+                        .map_err(|_| ParseError::Syntax(format!("bad Size {value:?}")))?;
                     size = Some(parsed);
                 }
                 _ => {}
