@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "vzpkg",
-    version,
-    about = "Install packages into many containers from one shared, verified cache"
-)]
+#[command(name = "vzpkg", version, about = "Install packages into many containers from one shared, verified cache")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -36,8 +36,7 @@ impl FileConfig {
             None if Path::new(DEFAULT_PATH).exists() => Path::new(DEFAULT_PATH),
             None => return Ok(FileConfig::default()),
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in config {}", path.display()))
     }
 
@@ -63,8 +62,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = FileConfig::parse("[proxy]\nlisten = [\"127.0.0.1:3142\"]\ncache_ttl = 5\n")
-            .unwrap_err();
+        let err = FileConfig::parse("[proxy]\nlisten = [\"127.0.0.1:3142\"]\ncache_ttl = 5\n").unwrap_err();
         assert!(format!("{err:#}").contains("cache_ttl"), "{err:#}");
         let err = FileConfig::parse("cache_dri = \"/x\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("cache_dri"), "{err:#}");
@@ -79,9 +77,7 @@ mod tests {
 
     #[test]
     fn bad_remap_urls_are_refused() {
-        let err =
-            FileConfig::parse("[proxy.remap]\ndebian = [\"ftp://mirror.example.org/debian\"]\n")
-                .unwrap_err();
+        let err = FileConfig::parse("[proxy.remap]\ndebian = [\"ftp://mirror.example.org/debian\"]\n").unwrap_err();
         assert!(format!("{err:#}").contains("remap.debian"), "{err:#}");
     }
 }

@@ -6,3 +6,4 @@ mod util;
 mod clients;
 mod proxy;
 mod security;
+mod verify;

@@ -6,9 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::util::repo::noise;
-use crate::util::{
-    check_store, counter, eventually, http, http_via, sha256, tmp_files, ProxyProcess, Upstream,
-};
+use crate::util::{check_store, counter, eventually, http, http_via, sha256, tmp_files, ProxyProcess, Upstream};
 
 const DEB: &str = "/debian/pool/main/big_1.0_all.deb";
 
@@ -31,11 +29,7 @@ async fn fifty_clients_share_one_download_and_get_bytes_before_it_ends() {
     let (upstream, content) = upstream_with_deb(tmp.path(), 6 * 1024 * 1024);
     // Upstream sends 256 KiB, then holds the rest until every client has had bytes.
     let gate = upstream.gate(DEB, 256 * 1024);
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
     let url = format!("{}{DEB}", proxy.url());
 
     let (got_first_bytes, mut first_bytes) = mpsc::channel(50);
@@ -57,9 +51,7 @@ async fn fifty_clients_share_one_download_and_get_bytes_before_it_ends() {
         // A bound on failure, not a synchronisation: the gate is still closed here.
         tokio::time::timeout(Duration::from_secs(60), first_bytes.recv())
             .await
-            .unwrap_or_else(|_| {
-                panic!("only {n} of 50 clients got bytes while upstream was still sending")
-            });
+            .unwrap_or_else(|_| panic!("only {n} of 50 clients got bytes while upstream was still sending"));
     }
     assert_eq!(upstream.count(DEB), 1, "one upstream GET for 50 clients");
     gate.open();
@@ -78,30 +70,15 @@ async fn a_client_that_leaves_does_not_cancel_the_download() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 2 * 1024 * 1024);
     let gate = upstream.gate(DEB, 64 * 1024);
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
     let url = format!("{}{DEB}", proxy.url());
     let mut resp = http().get(&url).send().await.unwrap();
     resp.chunk().await.unwrap().expect("a first chunk");
     drop(resp);
     gate.open();
-    let body = http()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = http().get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&body), sha256(&content));
-    assert_eq!(
-        upstream.count(DEB),
-        1,
-        "the download went on without its first client"
-    );
+    assert_eq!(upstream.count(DEB), 1, "the download went on without its first client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,35 +88,17 @@ async fn a_proxy_killed_mid_download_serves_the_whole_file_after_restart() {
     let (upstream, content) = upstream_with_deb(tmp.path(), 4 * 1024 * 1024);
     let gate = upstream.gate(DEB, 1024 * 1024);
     let proxy = ProxyProcess::start(&cache, "", &["--remap", &remap(&upstream)]);
-    let mut resp = http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
     resp.chunk().await.unwrap().expect("a first chunk");
     assert_eq!(tmp_files(&cache), 1, "the download is under way in tmp/");
     proxy.kill_hard();
-    assert!(
-        resp.bytes().await.is_err(),
-        "a killed proxy cannot have sent the whole file"
-    );
-    assert!(
-        check_store(&cache).is_empty(),
-        "nothing partial may reach the store"
-    );
+    assert!(resp.bytes().await.is_err(), "a killed proxy cannot have sent the whole file");
+    assert!(check_store(&cache).is_empty(), "nothing partial may reach the store");
 
     let proxy = ProxyProcess::start(&cache, "", &["--remap", &remap(&upstream)]);
-    assert_eq!(
-        tmp_files(&cache),
-        0,
-        "the restart removed the unfinished download"
-    );
+    assert_eq!(tmp_files(&cache), 0, "the restart removed the unfinished download");
     gate.open();
-    let resp = http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&content));
     assert_eq!(check_store(&cache), [sha256(&content)]);
@@ -151,25 +110,10 @@ async fn an_interrupted_upstream_transfer_is_resumed_where_it_broke_off() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 3 * 1024 * 1024);
     upstream.cut_once(DEB, 1024 * 1024);
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
-    let body = http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
+    let body = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&body), sha256(&content));
-    assert_eq!(
-        upstream.ranges(DEB),
-        ["bytes=1048576-"],
-        "the second request asked only for the rest"
-    );
+    assert_eq!(upstream.ranges(DEB), ["bytes=1048576-"], "the second request asked only for the rest");
     assert_eq!(check_store(&proxy.cache_dir), [sha256(&content)]);
 }
 
@@ -178,27 +122,15 @@ async fn sigterm_lets_a_running_download_finish() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 2 * 1024 * 1024);
     let gate = upstream.gate(DEB, 64 * 1024);
-    let mut proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
-    let mut resp = http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let mut proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
+    let mut resp = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
     let mut body = resp.chunk().await.unwrap().expect("a first chunk").to_vec();
     proxy.signal_stop();
     gate.open();
     while let Some(chunk) = resp.chunk().await.unwrap() {
         body.extend_from_slice(&chunk);
     }
-    assert_eq!(
-        sha256(&body),
-        sha256(&content),
-        "the running request was served to its end"
-    );
+    assert_eq!(sha256(&body), sha256(&content), "the running request was served to its end");
     let status = tokio::task::spawn_blocking(move || {
         let status = proxy.stop();
         (status, proxy)
@@ -206,112 +138,53 @@ async fn sigterm_lets_a_running_download_finish() {
     .await
     .unwrap();
     assert!(status.0.success(), "graceful stop exits 0: {:?}", status.0);
-    assert_eq!(
-        check_store(&status.1.cache_dir),
-        [sha256(&content)],
-        "the download was committed before exit"
-    );
+    assert_eq!(check_store(&status.1.cache_dir), [sha256(&content)], "the download was committed before exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_and_conditional_requests_are_answered_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 100_000);
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
     let url = format!("{}{DEB}", proxy.url());
     let client = http();
     let first = client.get(&url).send().await.unwrap();
-    let last_modified = first.headers()["last-modified"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let last_modified = first.headers()["last-modified"].to_str().unwrap().to_string();
     let etag = first.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(first.bytes().await.unwrap().len(), content.len());
 
-    let part = client
-        .get(&url)
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
+    let part = client.get(&url).header("range", "bytes=1000-1999").send().await.unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.headers()["content-range"], "bytes 1000-1999/100000");
     assert_eq!(part.bytes().await.unwrap(), &content[1000..2000]);
 
-    let tail = client
-        .get(&url)
-        .header("range", "bytes=-10")
-        .send()
-        .await
-        .unwrap();
+    let tail = client.get(&url).header("range", "bytes=-10").send().await.unwrap();
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.bytes().await.unwrap(), &content[content.len() - 10..]);
 
-    let open = client
-        .get(&url)
-        .header("range", "bytes=99990-")
-        .send()
-        .await
-        .unwrap();
+    let open = client.get(&url).header("range", "bytes=99990-").send().await.unwrap();
     assert_eq!(open.bytes().await.unwrap(), &content[99_990..]);
 
-    let beyond = client
-        .get(&url)
-        .header("range", "bytes=100000-")
-        .send()
-        .await
-        .unwrap();
+    let beyond = client.get(&url).header("range", "bytes=100000-").send().await.unwrap();
     assert_eq!(beyond.status(), 416);
     assert_eq!(beyond.headers()["content-range"], "bytes */100000");
 
-    let stale_if_range = client
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"another\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        stale_if_range.status(),
-        200,
-        "If-Range that does not match means the whole file"
-    );
+    let stale_if_range =
+        client.get(&url).header("range", "bytes=0-9").header("if-range", "\"another\"").send().await.unwrap();
+    assert_eq!(stale_if_range.status(), 200, "If-Range that does not match means the whole file");
 
-    let same = client
-        .get(&url)
-        .header("if-modified-since", &last_modified)
-        .send()
-        .await
-        .unwrap();
+    let same = client.get(&url).header("if-modified-since", &last_modified).send().await.unwrap();
     assert_eq!(same.status(), 304);
     assert!(same.bytes().await.unwrap().is_empty());
-    let older = client
-        .get(&url)
-        .header("if-modified-since", "Thu, 01 Jan 1998 00:00:00 GMT")
-        .send()
-        .await
-        .unwrap();
+    let older = client.get(&url).header("if-modified-since", "Thu, 01 Jan 1998 00:00:00 GMT").send().await.unwrap();
     assert_eq!(older.status(), 200);
     assert_eq!(older.bytes().await.unwrap().len(), content.len());
-    let tagged = client
-        .get(&url)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let tagged = client.get(&url).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(tagged.status(), 304);
 
     let head = client.head(&url).send().await.unwrap();
     assert_eq!(head.headers()["content-length"], "100000");
-    assert_eq!(
-        upstream.count(DEB),
-        1,
-        "everything after the first GET came from the cache"
-    );
+    assert_eq!(upstream.count(DEB), 1, "everything after the first GET came from the cache");
     assert_eq!(counter(&proxy, "cache_hits").await, 9);
 }
 
@@ -330,73 +203,29 @@ async fn indexes_are_revalidated_after_the_ttl_and_packages_never() {
     let client = http();
     let get = |path: &str| client.get(format!("{}{path}", proxy.url())).send();
 
-    assert_eq!(
-        get("/debian/dists/stable/Release")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "Suite: stable\n"
-    );
-    assert_eq!(
-        get("/debian/dists/stable/Release")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "Suite: stable\n"
-    );
-    assert_eq!(
-        upstream.count("/debian/dists/stable/Release"),
-        2,
-        "an expired index is asked about again"
-    );
-    assert_eq!(
-        counter(&proxy, "revalidations").await,
-        1,
-        "and upstream's 304 is served from the cache"
-    );
+    assert_eq!(get("/debian/dists/stable/Release").await.unwrap().text().await.unwrap(), "Suite: stable\n");
+    assert_eq!(get("/debian/dists/stable/Release").await.unwrap().text().await.unwrap(), "Suite: stable\n");
+    assert_eq!(upstream.count("/debian/dists/stable/Release"), 2, "an expired index is asked about again");
+    assert_eq!(counter(&proxy, "revalidations").await, 1, "and upstream's 304 is served from the cache");
 
     // A new generation upstream (new mtime, so new validators) replaces the cached one.
     std::fs::write(&release, "Suite: stable\nVersion: 2\n").unwrap();
     let file = std::fs::File::options().write(true).open(&release).unwrap();
-    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(
-        get("/debian/dists/stable/Release")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "Suite: stable\nVersion: 2\n"
-    );
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    assert_eq!(get("/debian/dists/stable/Release").await.unwrap().text().await.unwrap(), "Suite: stable\nVersion: 2\n");
 
     for _ in 0..3 {
         assert_eq!(get(DEB).await.unwrap().status(), 200);
     }
-    assert_eq!(
-        upstream.count(DEB),
-        1,
-        "package files are immutable: never revalidated"
-    );
+    assert_eq!(upstream.count(DEB), 1, "package files are immutable: never revalidated");
 
     // Files that are neither packages nor indexes pass through uncached.
     std::fs::write(upstream.root.join("debian/README"), "hello\n").unwrap();
     for _ in 0..2 {
-        assert_eq!(
-            get("/debian/README").await.unwrap().text().await.unwrap(),
-            "hello\n"
-        );
+        assert_eq!(get("/debian/README").await.unwrap().text().await.unwrap(), "hello\n");
     }
     assert_eq!(upstream.count("/debian/README"), 2);
-    assert_eq!(
-        get("/debian/missing_1_all.deb").await.unwrap().status(),
-        404,
-        "upstream's 404 is relayed"
-    );
+    assert_eq!(get("/debian/missing_1_all.deb").await.unwrap().status(), 404, "upstream's 404 is relayed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,11 +237,7 @@ async fn a_burst_of_revalidations_is_one_upstream_request() {
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, "Suite: stable\n").unwrap();
     let config = "[proxy]\nindex_ttl_secs = 0\n";
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        config,
-        &["--remap", &remap(&upstream)],
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), config, &["--remap", &remap(&upstream)]);
     let url = format!("{}{RELEASE}", proxy.url());
     assert_eq!(http().get(&url).send().await.unwrap().status(), 200);
 
@@ -420,9 +245,7 @@ async fn a_burst_of_revalidations_is_one_upstream_request() {
     let clients: Vec<_> = (0..10)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(
-                async move { http().get(&url).send().await.unwrap().text().await.unwrap() },
-            )
+            tokio::spawn(async move { http().get(&url).send().await.unwrap().text().await.unwrap() })
         })
         .collect();
     eventually("all 10 clients wait on one revalidation", || async {
@@ -433,11 +256,7 @@ async fn a_burst_of_revalidations_is_one_upstream_request() {
     for client in clients {
         assert_eq!(client.await.unwrap(), "Suite: stable\n");
     }
-    assert_eq!(
-        upstream.count(RELEASE),
-        2,
-        "the first fetch and one revalidation for ten clients"
-    );
+    assert_eq!(upstream.count(RELEASE), 2, "the first fetch and one revalidation for ten clients");
     assert_eq!(counter(&proxy, "revalidations").await, 1);
 }
 
@@ -445,40 +264,18 @@ async fn a_burst_of_revalidations_is_one_upstream_request() {
 async fn a_second_edge_gets_the_file_from_the_parent_without_upstream() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, content) = upstream_with_deb(tmp.path(), 500_000);
-    let parent = ProxyProcess::start(
-        &tmp.path().join("parent"),
-        "",
-        &["--allow-host", &upstream.host()],
-    );
+    let parent = ProxyProcess::start(&tmp.path().join("parent"), "", &["--allow-host", &upstream.host()]);
     let edge_args = ["--allow-host", &upstream.host(), "--parent", &parent.url()];
     let edge1 = ProxyProcess::start(&tmp.path().join("edge1"), "", &edge_args);
     let edge2 = ProxyProcess::start(&tmp.path().join("edge2"), "", &edge_args);
     let url = format!("{}{DEB}", upstream.url());
 
-    let via1 = http_via(&edge1.url())
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let via1 = http_via(&edge1.url()).get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&via1), sha256(&content));
     assert_eq!(upstream.count(DEB), 1);
-    let via2 = http_via(&edge2.url())
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let via2 = http_via(&edge2.url()).get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&via2), sha256(&content));
-    assert_eq!(
-        upstream.count(DEB),
-        1,
-        "the second edge was served by the parent"
-    );
+    assert_eq!(upstream.count(DEB), 1, "the second edge was served by the parent");
     assert_eq!(counter(&parent, "cache_hits").await, 1);
     assert_eq!(counter(&edge2, "cache_misses").await, 1);
 }
@@ -487,54 +284,19 @@ async fn a_second_edge_gets_the_file_from_the_parent_without_upstream() {
 async fn status_and_metrics_endpoints_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let (upstream, _) = upstream_with_deb(tmp.path(), 1000);
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap(&upstream)],
-    );
-    http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    http()
-        .get(format!("{}{DEB}", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let metrics = http()
-        .get(format!("{}/_vzpkg/metrics", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
+    http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
+    http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
+    let metrics = http().get(format!("{}/_vzpkg/metrics", proxy.url())).send().await.unwrap().text().await.unwrap();
     for line in [
         "vzpkg_cache_hits_total 1",
         "vzpkg_cache_misses_total 1",
         "vzpkg_bytes_from_cache_total 1000",
         "vzpkg_bytes_from_upstream_total 1000",
     ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} missing from\n{metrics}"
-        );
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from\n{metrics}");
     }
-    let text = http()
-        .get(format!("{}/_vzpkg/status", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = http().get(format!("{}/_vzpkg/status", proxy.url())).send().await.unwrap().text().await.unwrap();
     let status: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(status["entries"], 1);
     assert_eq!(status["stored_bytes"], 1000);
@@ -544,10 +306,7 @@ async fn status_and_metrics_endpoints_answer() {
 async fn https_upstreams_are_fetched_with_tls_and_served_as_plain_http() {
     let tmp = tempfile::tempdir().unwrap();
     let content = noise(300_000, 9);
-    let file = tmp
-        .path()
-        .join("upstream")
-        .join(DEB.trim_start_matches('/'));
+    let file = tmp.path().join("upstream").join(DEB.trim_start_matches('/'));
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, &content).unwrap();
     let (upstream, ca_pem) = Upstream::start_tls(&tmp.path().join("upstream"));
@@ -558,28 +317,14 @@ async fn https_upstreams_are_fetched_with_tls_and_served_as_plain_http() {
 
     // Without the CA the certificate is refused: nothing is served or stored.
     let untrusting = ProxyProcess::start(&tmp.path().join("cache1"), "", &["--remap", &remap]);
-    let refused = http()
-        .get(format!("{}{DEB}", untrusting.url()))
-        .send()
-        .await
-        .unwrap();
+    let refused = http().get(format!("{}{DEB}", untrusting.url())).send().await.unwrap();
     assert_eq!(refused.status(), 502);
     assert!(refused.text().await.unwrap().contains("certificate"));
 
-    let config = format!(
-        "[proxy.upstream]\nca_file = {:?}\n",
-        ca.display().to_string()
-    );
+    let config = format!("[proxy.upstream]\nca_file = {:?}\n", ca.display().to_string());
     let proxy = ProxyProcess::start(&tmp.path().join("cache2"), &config, &["--remap", &remap]);
     for _ in 0..2 {
-        let body = http()
-            .get(format!("{}{DEB}", proxy.url()))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
         assert_eq!(sha256(&body), sha256(&content));
     }
     assert_eq!(upstream.count(DEB), 1);

@@ -10,9 +10,7 @@ use crate::util::{ProxyProcess, Upstream};
 fn raw(addr: SocketAddr, request_line: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(request_line).unwrap();
-    stream
-        .write_all(b"\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();
@@ -20,12 +18,7 @@ fn raw(addr: SocketAddr, request_line: &[u8]) -> (u16, String) {
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no status in {answer:?} for {:?}",
-                String::from_utf8_lossy(request_line)
-            )
-        });
+        .unwrap_or_else(|| panic!("no status in {answer:?} for {:?}", String::from_utf8_lossy(request_line)));
     (status, answer)
 }
 
@@ -35,11 +28,8 @@ fn traversal_attempts_get_400_and_read_nothing() {
     std::fs::create_dir_all(tmp.path().join("upstream/debian")).unwrap();
     let upstream = Upstream::start(&tmp.path().join("upstream"));
     let remap = format!("debian={}/debian", upstream.url());
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "",
-        &["--remap", &remap, "--allow-host", &upstream.host()],
-    );
+    let proxy =
+        ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap, "--allow-host", &upstream.host()]);
     let up = upstream.host();
     let attempts: Vec<Vec<u8>> = vec![
         b"GET /debian/../../../../etc/passwd HTTP/1.1".to_vec(),
@@ -59,18 +49,11 @@ fn traversal_attempts_get_400_and_read_nothing() {
     ];
     for attempt in &attempts {
         let (status, answer) = raw(proxy.addr, attempt);
-        assert_eq!(
-            status,
-            400,
-            "{}: {answer}",
-            String::from_utf8_lossy(attempt)
-        );
+        assert_eq!(status, 400, "{}: {answer}", String::from_utf8_lossy(attempt));
         assert!(!answer.contains("root:"), "{answer}");
     }
     assert_eq!(upstream.total(), 0, "no hostile request reached upstream");
-    let entries: Vec<_> = std::fs::read_dir(proxy.cache_dir.join("blobs"))
-        .unwrap()
-        .collect();
+    let entries: Vec<_> = std::fs::read_dir(proxy.cache_dir.join("blobs")).unwrap().collect();
     assert!(entries.is_empty(), "nothing was stored");
 }
 
@@ -80,33 +63,17 @@ fn hosts_not_allowed_and_connect_get_403() {
     std::fs::create_dir_all(tmp.path().join("upstream")).unwrap();
     let upstream = Upstream::start(&tmp.path().join("upstream"));
     // The upstream is on loopback but not allowed: only hosts named by config or sources are.
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "[proxy]\nallow_system_sources = false\n",
-        &[],
-    );
-    let (status, answer) = raw(
-        proxy.addr,
-        format!(
-            "GET http://{}/debian/pool/x_1_all.deb HTTP/1.1",
-            upstream.host()
-        )
-        .as_bytes(),
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "[proxy]\nallow_system_sources = false\n", &[]);
+    let (status, answer) =
+        raw(proxy.addr, format!("GET http://{}/debian/pool/x_1_all.deb HTTP/1.1", upstream.host()).as_bytes());
     assert_eq!(status, 403);
     assert!(
         answer.contains(&format!("--allow-host {}", upstream.host())),
         "the refusal says how to allow it: {answer}"
     );
-    let (status, _) = raw(
-        proxy.addr,
-        b"GET http://mirror.example.org/debian/pool/x_1_all.deb HTTP/1.1",
-    );
+    let (status, _) = raw(proxy.addr, b"GET http://mirror.example.org/debian/pool/x_1_all.deb HTTP/1.1");
     assert_eq!(status, 403);
-    let (status, answer) = raw(
-        proxy.addr,
-        format!("CONNECT {} HTTP/1.1", upstream.host()).as_bytes(),
-    );
+    let (status, answer) = raw(proxy.addr, format!("CONNECT {} HTTP/1.1", upstream.host()).as_bytes());
     assert_eq!(status, 403, "{answer}");
     let (status, _) = raw(proxy.addr, b"POST http://mirror.example.org/x HTTP/1.1");
     assert_eq!(status, 405);
@@ -116,11 +83,7 @@ fn hosts_not_allowed_and_connect_get_403() {
 #[test]
 fn clients_outside_the_allowed_networks_get_403() {
     let tmp = tempfile::tempdir().unwrap();
-    let proxy = ProxyProcess::start(
-        &tmp.path().join("cache"),
-        "[proxy]\nallow_clients = [\"192.0.2.0/24\"]\n",
-        &[],
-    );
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "[proxy]\nallow_clients = [\"192.0.2.0/24\"]\n", &[]);
     let (status, answer) = raw(proxy.addr, b"GET /_vzpkg/status HTTP/1.1");
     assert_eq!(status, 403);
     assert!(answer.contains("allow_clients"), "{answer}");

@@ -9,24 +9,14 @@ use crate::FileKind;
 /// Classifies a path of a Debian-style archive, or `None` when it is not one of apt's files.
 pub fn classify(path: &str) -> Option<FileKind> {
     let name = crate::file_name(path);
-    if [".deb", ".udeb", ".ddeb"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-    {
+    if [".deb", ".udeb", ".ddeb"].iter().any(|ext| name.ends_with(ext)) {
         return Some(FileKind::Package);
     }
     if path.split('/').any(|segment| segment == "by-hash") {
         return Some(FileKind::ByHash);
     }
     let index_names = ["InRelease", "Release", "Release.gpg"];
-    let index_prefixes = [
-        "Packages",
-        "Sources",
-        "Contents-",
-        "Translation-",
-        "Components-",
-        "Commands-",
-    ];
+    let index_prefixes = ["Packages", "Sources", "Contents-", "Translation-", "Components-", "Commands-"];
     if index_names.contains(&name) || index_prefixes.iter().any(|p| name.starts_with(p)) {
         return Some(FileKind::Index);
     }
@@ -43,10 +33,7 @@ pub fn source_hosts(text: &str) -> Vec<String> {
             rest.split_whitespace().collect()
         } else if line.starts_with("deb ") || line.starts_with("deb-src ") {
             // one-line: `deb [opts] URI suite comps`; options may hold spaces inside brackets
-            let after_type = line
-                .split_once(' ')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
+            let after_type = line.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or("");
             let after_opts = match after_type.strip_prefix('[') {
                 Some(r) => r.split_once(']').map(|(_, r)| r).unwrap_or(""),
                 None => after_type,
@@ -66,37 +53,15 @@ mod tests {
 
     #[test]
     fn classifies_debian_paths() {
-        assert_eq!(
-            classify("/d/pool/main/a/apt/apt_2.6.1_amd64.deb"),
-            Some(FileKind::Package)
-        );
-        assert_eq!(
-            classify("/d/pool/main/d/di/di_1_all.udeb"),
-            Some(FileKind::Package)
-        );
-        assert_eq!(
-            classify("/d/dists/bookworm/main/binary-amd64/by-hash/SHA256/0a1b"),
-            Some(FileKind::ByHash)
-        );
-        for index in [
-            "InRelease",
-            "Release",
-            "Release.gpg",
-            "Packages",
-            "Packages.xz",
-            "Sources.gz",
-            "Translation-en.bz2",
-        ] {
-            assert_eq!(
-                classify(&format!("/d/dists/bookworm/main/{index}")),
-                Some(FileKind::Index),
-                "{index}"
-            );
+        assert_eq!(classify("/d/pool/main/a/apt/apt_2.6.1_amd64.deb"), Some(FileKind::Package));
+        assert_eq!(classify("/d/pool/main/d/di/di_1_all.udeb"), Some(FileKind::Package));
+        assert_eq!(classify("/d/dists/bookworm/main/binary-amd64/by-hash/SHA256/0a1b"), Some(FileKind::ByHash));
+        for index in
+            ["InRelease", "Release", "Release.gpg", "Packages", "Packages.xz", "Sources.gz", "Translation-en.bz2"]
+        {
+            assert_eq!(classify(&format!("/d/dists/bookworm/main/{index}")), Some(FileKind::Index), "{index}");
         }
-        assert_eq!(
-            classify("dists/stable/main/binary-all/by-hash/SHA256/0a1b"),
-            Some(FileKind::ByHash)
-        );
+        assert_eq!(classify("dists/stable/main/binary-all/by-hash/SHA256/0a1b"), Some(FileKind::ByHash));
         assert_eq!(classify("/d/README.mirrors.txt"), None);
     }
 
@@ -106,18 +71,9 @@ mod tests {
                         deb [arch=amd64 signed-by=/k.gpg] https://repo.example.org:8443/x stable main # tail\n\
                         deb-src http://src.example.org/debian bookworm main\n\
                         deb file:/srv/local ./\n";
-        assert_eq!(
-            source_hosts(one_line),
-            [
-                "mirror.example.org",
-                "repo.example.org:8443",
-                "src.example.org"
-            ]
-        );
-        let deb822 = "Types: deb\nURIs: http://mirror.example.org/debian http://other.example.org/d\nSuites: bookworm\n";
-        assert_eq!(
-            source_hosts(deb822),
-            ["mirror.example.org", "other.example.org"]
-        );
+        assert_eq!(source_hosts(one_line), ["mirror.example.org", "repo.example.org:8443", "src.example.org"]);
+        let deb822 =
+            "Types: deb\nURIs: http://mirror.example.org/debian http://other.example.org/d\nSuites: bookworm\n";
+        assert_eq!(source_hosts(deb822), ["mirror.example.org", "other.example.org"]);
     }
 }

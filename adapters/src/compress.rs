@@ -40,15 +40,9 @@ pub fn decompress(compression: Compression, bytes: &[u8]) -> Result<Vec<u8>, Par
             out.extend_from_slice(bytes);
             Ok(())
         }
-        Compression::Gzip => flate2::read::MultiGzDecoder::new(bytes)
-            .take(limit)
-            .read_to_end(&mut out)
-            .map(drop),
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(bytes).take(limit).read_to_end(&mut out).map(drop),
         Compression::Xz => {
-            let mut capped = Capped {
-                out: &mut out,
-                left: limit,
-            };
+            let mut capped = Capped { out: &mut out, left: limit };
             lzma_rs::xz_decompress(&mut std::io::BufReader::new(bytes), &mut capped)
                 .map_err(|e| std::io::Error::other(e.to_string()))
         }
@@ -96,10 +90,7 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(b"Package: a\n").unwrap();
         let gz = enc.finish().unwrap();
-        assert_eq!(
-            decompress(Compression::of("Packages.gz"), &gz).unwrap(),
-            b"Package: a\n"
-        );
+        assert_eq!(decompress(Compression::of("Packages.gz"), &gz).unwrap(), b"Package: a\n");
         assert!(decompress(Compression::Gzip, b"not gzip").is_err());
         assert!(decompress(Compression::Xz, b"not xz").is_err());
         assert!(decompress(Compression::Zstd, b"not zstd").is_err());
@@ -109,10 +100,7 @@ mod tests {
     fn xz_round_trip() {
         let mut xz = Vec::new();
         lzma_rs::xz_compress(&mut &b"Package: b\n"[..], &mut xz).unwrap();
-        assert_eq!(
-            decompress(Compression::of("Packages.xz"), &xz).unwrap(),
-            b"Package: b\n"
-        );
+        assert_eq!(decompress(Compression::of("Packages.xz"), &xz).unwrap(), b"Package: b\n");
     }
 
     #[test]

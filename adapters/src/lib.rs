@@ -14,10 +14,7 @@ pub enum ParseError {
     Syntax(String),
     #[error("cannot decompress index: {0}")]
     Decompress(String),
-    #[error(
-        "index larger than {} bytes once decompressed",
-        compress::MAX_INDEX_BYTES
-    )]
+    #[error("index larger than {} bytes once decompressed", compress::MAX_INDEX_BYTES)]
     TooLarge,
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -37,17 +34,10 @@ impl FileHash {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError::Syntax(format!("{sha256:?} is not a SHA256")));
         }
-        if path.is_empty()
-            || path.starts_with('/')
-            || path.split('/').any(|s| s == ".." || s == ".")
-        {
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s == ".") {
             return Err(ParseError::Syntax(format!("unsafe path {path:?}")));
         }
-        Ok(FileHash {
-            path: path.to_string(),
-            sha256: sha256.to_ascii_lowercase(),
-            size,
-        })
+        Ok(FileHash { path: path.to_string(), sha256: sha256.to_ascii_lowercase(), size })
     }
 }
 
@@ -88,9 +78,7 @@ impl FileKind {
 
 /// Classifies a URL path (without query) from any supported repository format.
 pub fn classify(path: &str) -> FileKind {
-    apt::classify(path)
-        .or_else(|| rpm::classify(path))
-        .unwrap_or(FileKind::Other)
+    apt::classify(path).or_else(|| rpm::classify(path)).unwrap_or(FileKind::Other)
 }
 
 /// The last segment of a URL path.
@@ -117,14 +105,8 @@ mod tests {
 
     #[test]
     fn classifies_across_formats() {
-        assert_eq!(
-            classify("/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"),
-            FileKind::Package
-        );
-        assert_eq!(
-            classify("/fedora/Packages/h/hello-2.12-1.x86_64.rpm"),
-            FileKind::Package
-        );
+        assert_eq!(classify("/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"), FileKind::Package);
+        assert_eq!(classify("/fedora/Packages/h/hello-2.12-1.x86_64.rpm"), FileKind::Package);
         assert_eq!(classify("/debian/dists/stable/InRelease"), FileKind::Index);
         assert_eq!(classify("/repo/repodata/repomd.xml"), FileKind::Index);
         assert_eq!(classify("/debian/README"), FileKind::Other);
@@ -133,14 +115,8 @@ mod tests {
 
     #[test]
     fn authority_keeps_explicit_ports_only() {
-        assert_eq!(
-            url_authority("http://Mirror.Example.org/debian").as_deref(),
-            Some("mirror.example.org")
-        );
-        assert_eq!(
-            url_authority("https://mirror.example.org:8443/x").as_deref(),
-            Some("mirror.example.org:8443")
-        );
+        assert_eq!(url_authority("http://Mirror.Example.org/debian").as_deref(), Some("mirror.example.org"));
+        assert_eq!(url_authority("https://mirror.example.org:8443/x").as_deref(), Some("mirror.example.org:8443"));
         assert_eq!(url_authority("file:///srv/repo"), None);
         assert_eq!(url_authority("not a url"), None);
     }

@@ -32,8 +32,7 @@ pub fn repo_hosts(text: &str) -> Vec<String> {
             continue;
         }
         // baseurl may continue on indented lines, one URL each
-        let continuation =
-            in_baseurl && raw.starts_with(char::is_whitespace) && !line.contains('=');
+        let continuation = in_baseurl && raw.starts_with(char::is_whitespace) && !line.contains('=');
         let values = if continuation {
             line
         } else if let Some((key, value)) = line.split_once('=') {
@@ -47,11 +46,7 @@ pub fn repo_hosts(text: &str) -> Vec<String> {
             in_baseurl = false;
             continue;
         };
-        hosts.extend(
-            values
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .filter_map(crate::url_authority),
-        );
+        hosts.extend(values.split(|c: char| c.is_whitespace() || c == ',').filter_map(crate::url_authority));
     }
     hosts
 }
@@ -62,19 +57,10 @@ mod tests {
 
     #[test]
     fn classifies_rpm_paths() {
-        assert_eq!(
-            classify("/f/Packages/h/hello-2.12-1.fc40.x86_64.rpm"),
-            Some(FileKind::Package)
-        );
-        assert_eq!(
-            classify("/f/drpms/hello-1_2.x86_64.drpm"),
-            Some(FileKind::Package)
-        );
+        assert_eq!(classify("/f/Packages/h/hello-2.12-1.fc40.x86_64.rpm"), Some(FileKind::Package));
+        assert_eq!(classify("/f/drpms/hello-1_2.x86_64.drpm"), Some(FileKind::Package));
         assert_eq!(classify("/f/repodata/repomd.xml"), Some(FileKind::Index));
-        assert_eq!(
-            classify("/f/repodata/0abc-primary.xml.zst"),
-            Some(FileKind::Index)
-        );
+        assert_eq!(classify("/f/repodata/0abc-primary.xml.zst"), Some(FileKind::Index));
         assert_eq!(classify("repodata/repomd.xml"), Some(FileKind::Index));
         assert_eq!(classify("/f/repodata/"), None);
         assert_eq!(classify("/f/EULA"), None);
@@ -86,13 +72,6 @@ mod tests {
                     baseurl=http://mirror.example.org/fedora/$releasever/\n  https://two.example.org:444/f/\n\
                     metalink=https://meta.example.org/metalink?repo=fedora\n\
                     gpgkey=https://keys.example.org/key\n#baseurl=http://commented.example.org/\n";
-        assert_eq!(
-            repo_hosts(text),
-            [
-                "mirror.example.org",
-                "two.example.org:444",
-                "meta.example.org"
-            ]
-        );
+        assert_eq!(repo_hosts(text), ["mirror.example.org", "two.example.org:444", "meta.example.org"]);
     }
 }

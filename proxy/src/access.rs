@@ -20,43 +20,20 @@ type SourceParser = fn(&str) -> Vec<String>;
 
 /// Where a machine keeps its package sources, and the parser for each.
 const SOURCE_DIRS: &[(&str, &str, SourceParser)] = &[
-    (
-        "/etc/apt/sources.list.d",
-        ".list",
-        vzpkg_adapters::apt::source_hosts,
-    ),
-    (
-        "/etc/apt/sources.list.d",
-        ".sources",
-        vzpkg_adapters::apt::source_hosts,
-    ),
+    ("/etc/apt/sources.list.d", ".list", vzpkg_adapters::apt::source_hosts),
+    ("/etc/apt/sources.list.d", ".sources", vzpkg_adapters::apt::source_hosts),
     ("/etc/yum.repos.d", ".repo", vzpkg_adapters::rpm::repo_hosts),
-    (
-        "/etc/distro.repos.d",
-        ".repo",
-        vzpkg_adapters::rpm::repo_hosts,
-    ),
-    (
-        "/etc/zypp/repos.d",
-        ".repo",
-        vzpkg_adapters::rpm::repo_hosts,
-    ),
+    ("/etc/distro.repos.d", ".repo", vzpkg_adapters::rpm::repo_hosts),
+    ("/etc/zypp/repos.d", ".repo", vzpkg_adapters::rpm::repo_hosts),
 ];
 
 impl Access {
     pub fn new(config: &Config) -> Access {
-        let mut hosts: HashSet<String> = config
-            .allow_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
+        let mut hosts: HashSet<String> = config.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         if config.allow_system_sources {
             hosts.extend(system_source_hosts());
         }
-        Access {
-            clients: config.allow_clients.clone(),
-            hosts,
-        }
+        Access { clients: config.allow_clients.clone(), hosts }
     }
 
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
@@ -120,10 +97,7 @@ mod tests {
 
     #[test]
     fn clients_default_to_loopback() {
-        let access = Access::new(&Config {
-            allow_system_sources: false,
-            ..Config::default()
-        });
+        let access = Access::new(&Config { allow_system_sources: false, ..Config::default() });
         assert!(access.client_allowed("127.0.0.1".parse().unwrap()));
         assert!(access.client_allowed("::1".parse().unwrap()));
         assert!(access.client_allowed("::ffff:127.0.0.9".parse().unwrap()));

@@ -15,11 +15,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
-            base,
-            max,
-            failing: Mutex::new(HashMap::new()),
-        }
+        Backoff { base, max, failing: Mutex::new(HashMap::new()) }
     }
 
     /// Err while `key` is waiting out its backoff.
@@ -39,14 +35,9 @@ impl Backoff {
             return;
         }
         let mut failing = self.failing.lock().unwrap();
-        let (failures, until) = failing
-            .entry(key.to_string())
-            .or_insert((0, Instant::now()));
+        let (failures, until) = failing.entry(key.to_string()).or_insert((0, Instant::now()));
         *failures += 1;
-        let wait = self
-            .base
-            .saturating_mul(1 << (*failures - 1).min(20))
-            .min(self.max);
+        let wait = self.base.saturating_mul(1 << (*failures - 1).min(20)).min(self.max);
         *until = Instant::now() + wait;
     }
 

@@ -121,10 +121,7 @@ pub struct Catalog {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Catalog {
@@ -191,14 +188,8 @@ impl Catalog {
         }
 
         let (writer, queue) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("vzpkg-catalog".into())
-            .spawn(move || write_behind(conn, queue))?;
-        Ok(Catalog {
-            entries: RwLock::new(entries),
-            expected: RwLock::new(expected),
-            writer,
-        })
+        std::thread::Builder::new().name("vzpkg-catalog".into()).spawn(move || write_behind(conn, queue))?;
+        Ok(Catalog { entries: RwLock::new(entries), expected: RwLock::new(expected), writer })
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
@@ -206,10 +197,7 @@ impl Catalog {
     }
 
     pub fn put(&self, key: &str, entry: Entry) {
-        self.entries
-            .write()
-            .unwrap()
-            .insert(key.to_string(), entry.clone());
+        self.entries.write().unwrap().insert(key.to_string(), entry.clone());
         let _ = self.writer.send(Write::Put(key.to_string(), entry));
     }
 
@@ -251,6 +239,10 @@ impl Catalog {
         }
         let _ = self.writer.send(Write::Expect(learned));
         (verified, dropped)
+    }
+
+    pub fn unverified_count(&self) -> usize {
+        self.entries.read().unwrap().values().filter(|e| !e.verified).count()
     }
 
     pub fn expected_count(&self) -> usize {
@@ -349,12 +341,10 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                 }
             }
             Write::Verified(key) => {
-                tx.prepare_cached("UPDATE entries SET verified = 1 WHERE key = ?1")?
-                    .execute([key])?;
+                tx.prepare_cached("UPDATE entries SET verified = 1 WHERE key = ?1")?.execute([key])?;
             }
             Write::Validated(key, at) => {
-                tx.prepare_cached("UPDATE entries SET validated_at = ?2 WHERE key = ?1")?
-                    .execute(params![key, at])?;
+                tx.prepare_cached("UPDATE entries SET validated_at = ?2 WHERE key = ?1")?.execute(params![key, at])?;
             }
             Write::Hit(key, at) => {
                 let (count, last) = hits.entry(key).or_default();
@@ -363,8 +353,7 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
             }
             Write::Remove(key) => {
                 hits.remove(key.as_str());
-                tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-                    .execute([key])?;
+                tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?.execute([key])?;
             }
             Write::Flush(_) => {}
         }
@@ -440,13 +429,9 @@ mod tests {
         assert!(catalog.get("a").unwrap().validated_at > 7);
         assert_eq!(catalog.get("b"), None);
         let conn = Connection::open(&db).unwrap();
-        let hits: u64 = conn
-            .query_row("SELECT hits FROM entries WHERE key = 'a'", [], |r| r.get(0))
-            .unwrap();
+        let hits: u64 = conn.query_row("SELECT hits FROM entries WHERE key = 'a'", [], |r| r.get(0)).unwrap();
         assert_eq!(hits, 2);
-        let version: usize = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
     }
 }

@@ -104,11 +104,11 @@ impl Config {
         for (name, bases) in &self.remap {
             if name.is_empty()
                 || name.starts_with('_')
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(format!("remap: name {name:?} must be letters, digits, '-', '_' or '.', not starting with '_'"));
+                return Err(format!(
+                    "remap: name {name:?} must be letters, digits, '-', '_' or '.', not starting with '_'"
+                ));
             }
             if bases.is_empty() {
                 return Err(format!("remap.{name}: at least one upstream URL is needed"));
@@ -119,10 +119,7 @@ impl Config {
         }
         for (name, keyring) in &self.keyrings {
             if !keyring.is_absolute() {
-                return Err(format!(
-                    "keyrings.{name}: {} must be an absolute path",
-                    keyring.display()
-                ));
+                return Err(format!("keyrings.{name}: {} must be an absolute path", keyring.display()));
             }
         }
         if let Some(parent) = &self.parent {

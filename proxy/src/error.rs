@@ -50,13 +50,9 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UpstreamStatus { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
+            Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::Upstream(_) | Error::Verify(_) => StatusCode::BAD_GATEWAY,
-            Error::Config(_) | Error::Store(_) | Error::Index(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Config(_) | Error::Store(_) | Error::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::flight::{Head, Lead, Progress};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::target::Target;
-use crate::verify::Verifier;
+use crate::verify::{Root, Verifier};
 
 pub struct Upstream {
     client: reqwest::Client,
@@ -37,13 +37,12 @@ impl Upstream {
             .read_timeout(Duration::from_secs(config.upstream.low_speed_secs))
             .no_proxy();
         if let Some(parent) = &config.parent {
-            let proxy = reqwest::Proxy::all(parent)
-                .map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
+            let proxy = reqwest::Proxy::all(parent).map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
             builder = builder.proxy(proxy);
         }
         if let Some(path) = &config.upstream.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
+            let pem =
+                std::fs::read(path).map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
             for cert in certs {
@@ -51,11 +50,7 @@ impl Upstream {
             }
         }
         let client = builder.build().map_err(|e| Error::Config(chain(&e)))?;
-        Ok(Upstream {
-            client,
-            config: config.upstream.clone(),
-            metrics,
-        })
+        Ok(Upstream { client, config: config.upstream.clone(), metrics })
     }
 
     /// GETs the first of `urls` that answers with content (or 304 to a conditional request).
@@ -73,18 +68,12 @@ impl Upstream {
             }
             self.metrics.upstream_requests.inc();
             match request.send().await {
-                Ok(resp)
-                    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED =>
-                {
-                    return Ok(resp)
-                }
+                Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();
                     tracing::info!(%url, %status, "upstream refused");
-                    last = Error::UpstreamStatus {
-                        status: status.as_u16(),
-                        reason: format!("{url} answered {status}"),
-                    };
+                    last =
+                        Error::UpstreamStatus { status: status.as_u16(), reason: format!("{url} answered {status}") };
                 }
                 Err(e) => {
                     self.metrics.upstream_failures.inc();
@@ -126,12 +115,7 @@ impl Upstream {
 }
 
 pub fn head_of(headers: &HeaderMap, content_length: Option<u64>) -> Head {
-    let text = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     Head {
         content_length,
         content_type: text(header::CONTENT_TYPE),
@@ -193,10 +177,7 @@ impl Fetcher {
                     self.backoff.failed(&key);
                 }
                 tracing::warn!(%key, error = %e, "download failed; nothing stored");
-                Progress::Failed {
-                    status: e.status().as_u16(),
-                    reason: e.to_string().into(),
-                }
+                Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() }
             }
         };
         lead.finish(last);
@@ -204,20 +185,11 @@ impl Fetcher {
 
     /// Fetches into the store, publishing progress; returns the last word for the followers.
     async fn fetch(&self, lead: &Lead, job: Job) -> Result<Progress> {
-        let Job {
-            target,
-            cached,
-            expected,
-        } = job;
-        let mut resp = self
-            .upstream
-            .get(&target.upstreams, cached.as_ref())
-            .await?;
+        let Job { target, cached, expected } = job;
+        let mut resp = self.upstream.get(&target.upstreams, cached.as_ref()).await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             if cached.is_none() {
-                return Err(Error::Upstream(
-                    "upstream answered 304 to an unconditional request".into(),
-                ));
+                return Err(Error::Upstream("upstream answered 304 to an unconditional request".into()));
             }
             self.catalog.validated(&target.key);
             self.metrics.revalidated.inc();
@@ -225,26 +197,26 @@ impl Fetcher {
         }
         let url = resp.url().to_string();
         let head = Arc::new(head_of(resp.headers(), resp.content_length()));
-        if let (Some(want), Some(got)) =
-            (expected.as_ref().and_then(|e| e.size), head.content_length)
-        {
+        if let (Some(want), Some(got)) = (expected.as_ref().and_then(|e| e.size), head.content_length) {
             if want != got {
-                return Err(Error::Verify(format!(
-                    "{url} is {got} bytes; its index says {want}"
-                )));
+                return Err(Error::Verify(format!("{url} is {got} bytes; its index says {want}")));
             }
         }
         let store = self.store.clone();
-        let tmp = tokio::task::spawn_blocking(move || store.new_tmp())
-            .await
-            .map_err(std::io::Error::other)??;
+        let tmp = tokio::task::spawn_blocking(move || store.new_tmp()).await.map_err(std::io::Error::other)??;
         let file = Arc::new(tmp.as_file().try_clone()?);
         let mut written = 0u64;
         let mut hasher = Sha256::new();
         let mut resumes = 0;
         // The last byte is held back until the file is verified and committed: a client that has
         // the whole file can rely on it being in the store, and nobody ever gets a complete bad file.
+        // Chain roots are small and may need a signature check: they are held back whole, so a
+        // bad one is answered with a clean 502 instead of a cut body.
+        let hold_whole = Root::of(&target.key).is_some();
         let publish = |written: u64| {
+            if hold_whole {
+                return;
+            }
             let visible = match head.content_length {
                 Some(len) => written.min(len.saturating_sub(1)),
                 None => written,
@@ -258,14 +230,10 @@ impl Fetcher {
         };
         publish(0);
         loop {
-            let outcome = self
-                .receive(resp, &file, &mut hasher, &mut written, &publish)
-                .await;
+            let outcome = self.receive(resp, &file, &mut hasher, &mut written, &publish).await;
             let Err(e) = outcome else { break };
             let validator = head.etag.as_deref().or(head.last_modified.as_deref());
-            let Some(validator) =
-                validator.filter(|_| resumes < self.upstream.config.resume_attempts)
-            else {
+            let Some(validator) = validator.filter(|_| resumes < self.upstream.config.resume_attempts) else {
                 return Err(e);
             };
             resumes += 1;
@@ -274,38 +242,24 @@ impl Fetcher {
         }
         if let Some(expected) = head.content_length {
             if expected != written {
-                return Err(Error::Upstream(format!(
-                    "{url}: got {written} bytes, expected {expected}"
-                )));
+                return Err(Error::Upstream(format!("{url}: got {written} bytes, expected {expected}")));
             }
         }
         let blob = hex::encode(hasher.finalize());
         if let Some(want) = &expected {
             if want.sha256 != blob {
-                return Err(Error::Verify(format!(
-                    "{url} has sha256 {blob}; {} says {}",
-                    want.source, want.sha256
-                )));
+                return Err(Error::Verify(format!("{url} has sha256 {blob}; {} says {}", want.source, want.sha256)));
             }
         }
-        let done = Progress::Body {
-            head: head.clone(),
-            file: file.clone(),
-            written,
-            done: true,
-        };
+        let done = Progress::Body { head: head.clone(), file: file.clone(), written, done: true };
         if self.strict && expected.is_none() && target.kind == FileKind::Package {
             tracing::info!(%url, "strict: no index vouches for this package; passed through, not stored");
             return Ok(done);
         }
 
-        let (me, trusted_target, tmp_path) =
-            (self.shared(), target.clone(), tmp.path().to_path_buf());
-        let trusted_root = blocking(move || {
-            me.verifier
-                .check_root(&me.catalog, &me.store, &trusted_target, &tmp_path)
-        })
-        .await?;
+        let (me, trusted_target, tmp_path) = (self.shared(), target.clone(), tmp.path().to_path_buf());
+        let trusted_root =
+            blocking(move || me.verifier.check_root(&me.catalog, &me.store, &trusted_target, &tmp_path)).await?;
         let store = self.store.clone();
         let hash = blob.clone();
         blocking(move || store.commit(tmp, &hash).map_err(Error::Store)).await?;
@@ -321,8 +275,7 @@ impl Fetcher {
                 verified: expected.is_some() || trusted_root,
             },
         );
-        self.learn(&target, &blob, trusted_root, expected.map(|e| e.role))
-            .await;
+        self.learn(&target, &blob, trusted_root, expected.map(|e| e.role)).await;
         Ok(done)
     }
 
@@ -331,11 +284,8 @@ impl Fetcher {
     async fn learn(&self, target: &Target, blob: &str, trusted_root: bool, role: Option<Role>) {
         let (me, target, blob) = (self.shared(), target.clone(), blob.to_string());
         let key = target.key.clone();
-        let learned = blocking(move || {
-            me.verifier
-                .learn(&me.catalog, &me.store, &target, &blob, trusted_root, role)
-        })
-        .await;
+        let learned =
+            blocking(move || me.verifier.learn(&me.catalog, &me.store, &target, &blob, trusted_root, role)).await;
         match learned {
             Ok(learned) if learned.is_empty() => {}
             Ok(learned) => {
@@ -351,11 +301,7 @@ impl Fetcher {
     }
 
     fn shared(&self) -> Shared {
-        Shared {
-            catalog: self.catalog.clone(),
-            store: self.store.clone(),
-            verifier: self.verifier.clone(),
-        }
+        Shared { catalog: self.catalog.clone(), store: self.store.clone(), verifier: self.verifier.clone() }
     }
 
     /// Appends one response body to the file, publishing progress as chunks land.
@@ -428,10 +374,6 @@ struct Shared {
 }
 
 /// Runs blocking work (gpgv, parsing, fsync) off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Store(std::io::Error::other(e)))?
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Store(std::io::Error::other(e)))?
 }

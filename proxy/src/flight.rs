@@ -29,12 +29,7 @@ pub enum Progress {
     /// Upstream confirmed the cached copy (304): serve it from the store.
     NotModified,
     /// The body is arriving; `written` bytes of it are in `file`.
-    Body {
-        head: Arc<Head>,
-        file: Arc<File>,
-        written: u64,
-        done: bool,
-    },
+    Body { head: Arc<Head>, file: Arc<File>, written: u64, done: bool },
     /// The fetch failed; `status` is what clients should be told.
     Failed { status: u16, reason: Arc<str> },
 }
@@ -80,17 +75,11 @@ impl Drop for Lead {
         // Whoever still waits must not wait forever on a leader that vanished without a word.
         self.flight.progress.send_if_modified(|p| match p {
             Progress::Asking => {
-                *p = Progress::Failed {
-                    status: 502,
-                    reason: "download abandoned".into(),
-                };
+                *p = Progress::Failed { status: 502, reason: "download abandoned".into() };
                 true
             }
             Progress::Body { done: false, .. } => {
-                *p = Progress::Failed {
-                    status: 502,
-                    reason: "download abandoned".into(),
-                };
+                *p = Progress::Failed { status: 502, reason: "download abandoned".into() };
                 true
             }
             _ => false,
@@ -114,11 +103,7 @@ impl Flights {
         let (progress, _) = watch::channel(Progress::Asking);
         let flight = Arc::new(Flight { progress });
         inflight.insert(key.to_string(), flight.clone());
-        Joined::Leader(Lead {
-            flights: self.clone(),
-            key: key.to_string(),
-            flight,
-        })
+        Joined::Leader(Lead { flights: self.clone(), key: key.to_string(), flight })
     }
 
     pub fn in_flight(&self) -> usize {
@@ -134,10 +119,7 @@ pub async fn answer(rx: &mut watch::Receiver<Progress>) -> Progress {
             return progress;
         }
         if rx.changed().await.is_err() {
-            return Progress::Failed {
-                status: 502,
-                reason: "download abandoned".into(),
-            };
+            return Progress::Failed { status: 502, reason: "download abandoned".into() };
         }
     }
 }
@@ -145,10 +127,7 @@ pub async fn answer(rx: &mut watch::Receiver<Progress>) -> Progress {
 const READ_CHUNK: u64 = 256 * 1024;
 
 /// The body of a flight for one client, read from the shared file as it grows.
-pub fn follow(
-    rx: watch::Receiver<Progress>,
-    file: Arc<File>,
-) -> impl Stream<Item = io::Result<Bytes>> + Send {
+pub fn follow(rx: watch::Receiver<Progress>, file: Arc<File>) -> impl Stream<Item = io::Result<Bytes>> + Send {
     futures_util::stream::unfold((rx, file, 0u64), |(mut rx, file, pos)| async move {
         loop {
             let progress = rx.borrow_and_update().clone();
@@ -168,9 +147,7 @@ pub fn follow(
                 let reader = file.clone();
                 let read = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0; len];
-                    reader
-                        .read_exact_at(&mut buf, pos)
-                        .map(|()| Bytes::from(buf))
+                    reader.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
                 })
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -199,32 +176,18 @@ mod tests {
     #[tokio::test]
     async fn followers_get_bytes_as_they_are_published() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(lead) = flights.join("k") else {
-            panic!("first join must lead")
-        };
-        let Joined::Follower(flight) = flights.join("k") else {
-            panic!("second join must follow")
-        };
+        let Joined::Leader(lead) = flights.join("k") else { panic!("first join must lead") };
+        let Joined::Follower(flight) = flights.join("k") else { panic!("second join must follow") };
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"hello ").unwrap();
         let file = Arc::new(file);
         let head = Arc::new(Head::default());
-        lead.flight.publish(Progress::Body {
-            head: head.clone(),
-            file: file.clone(),
-            written: 6,
-            done: false,
-        });
+        lead.flight.publish(Progress::Body { head: head.clone(), file: file.clone(), written: 6, done: false });
 
         let mut body = Box::pin(follow(flight.subscribe(), file.clone()));
         assert_eq!(body.next().await.unwrap().unwrap(), "hello ");
         (&*file).write_all(b"world").unwrap();
-        lead.finish(Progress::Body {
-            head,
-            file,
-            written: 11,
-            done: true,
-        });
+        lead.finish(Progress::Body { head, file, written: 11, done: true });
         assert_eq!(flights.in_flight(), 0);
         assert_eq!(body.next().await.unwrap().unwrap(), "world");
         assert!(body.next().await.is_none());
@@ -233,17 +196,10 @@ mod tests {
     #[tokio::test]
     async fn a_vanished_leader_fails_its_followers() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(lead) = flights.join("k") else {
-            panic!()
-        };
-        let Joined::Follower(flight) = flights.join("k") else {
-            panic!()
-        };
+        let Joined::Leader(lead) = flights.join("k") else { panic!() };
+        let Joined::Follower(flight) = flights.join("k") else { panic!() };
         let mut rx = flight.subscribe();
         drop(lead);
-        assert!(matches!(
-            answer(&mut rx).await,
-            Progress::Failed { status: 502, .. }
-        ));
+        assert!(matches!(answer(&mut rx).await, Progress::Failed { status: 502, .. }));
     }
 }

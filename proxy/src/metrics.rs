@@ -32,59 +32,19 @@ impl Metrics {
         for (name, help, counter) in [
             ("requests", "Client requests received", &m.requests),
             ("cache_hits", "Requests answered from the store", &m.hits),
-            (
-                "cache_misses",
-                "Requests that started an upstream download",
-                &m.misses,
-            ),
-            (
-                "joined_downloads",
-                "Requests that joined a download already under way",
-                &m.joined,
-            ),
-            (
-                "revalidations",
-                "Index files confirmed unchanged by upstream",
-                &m.revalidated,
-            ),
-            (
-                "passed_through",
-                "Requests for uncached files passed to upstream",
-                &m.passed_through,
-            ),
-            (
-                "refused",
-                "Requests refused (bad path, host or client not allowed)",
-                &m.refused,
-            ),
-            (
-                "upstream_requests",
-                "Requests sent upstream",
-                &m.upstream_requests,
-            ),
-            (
-                "upstream_failures",
-                "Upstream requests or transfers that failed",
-                &m.upstream_failures,
-            ),
-            (
-                "bytes_from_cache",
-                "Body bytes sent to clients from the store",
-                &m.bytes_from_cache,
-            ),
-            (
-                "bytes_from_upstream",
-                "Body bytes received from upstream",
-                &m.bytes_from_upstream,
-            ),
+            ("cache_misses", "Requests that started an upstream download", &m.misses),
+            ("joined_downloads", "Requests that joined a download already under way", &m.joined),
+            ("revalidations", "Index files confirmed unchanged by upstream", &m.revalidated),
+            ("passed_through", "Requests for uncached files passed to upstream", &m.passed_through),
+            ("refused", "Requests refused (bad path, host or client not allowed)", &m.refused),
+            ("upstream_requests", "Requests sent upstream", &m.upstream_requests),
+            ("upstream_failures", "Upstream requests or transfers that failed", &m.upstream_failures),
+            ("bytes_from_cache", "Body bytes sent to clients from the store", &m.bytes_from_cache),
+            ("bytes_from_upstream", "Body bytes received from upstream", &m.bytes_from_upstream),
         ] {
             registry.register(name, help, counter.clone());
         }
-        registry.register(
-            "waiting_on_upstream",
-            "Requests waiting for upstream to answer",
-            m.waiting.clone(),
-        );
+        registry.register("waiting_on_upstream", "Requests waiting for upstream to answer", m.waiting.clone());
         m.registry = registry;
         m
     }
@@ -121,11 +81,7 @@ mod tests {
     fn counters_show_in_both_formats() {
         let m = super::Metrics::new();
         m.hits.inc_by(3);
-        assert!(
-            m.prometheus_text().contains("vzpkg_cache_hits_total 3"),
-            "{}",
-            m.prometheus_text()
-        );
+        assert!(m.prometheus_text().contains("vzpkg_cache_hits_total 3"), "{}", m.prometheus_text());
         assert_eq!(m.as_json()["cache_hits"], 3);
     }
 }

@@ -25,32 +25,24 @@ pub fn empty() -> Body {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
-fn stream_body(
-    stream: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
-) -> Body {
+fn stream_body(stream: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static) -> Body {
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
 }
 
 pub fn error_page(e: &Error) -> Response<Body> {
     let mut resp = Response::new(full(format!("vzpkg: {e}\n")));
     *resp.status_mut() = e.status();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -61,21 +53,9 @@ fn set(headers: &mut HeaderMap, name: header::HeaderName, value: Option<&str>) {
 }
 
 fn describe(headers: &mut HeaderMap, head: &Head, cache: &'static str) {
-    set(
-        headers,
-        header::CONTENT_TYPE,
-        Some(
-            head.content_type
-                .as_deref()
-                .unwrap_or("application/octet-stream"),
-        ),
-    );
+    set(headers, header::CONTENT_TYPE, Some(head.content_type.as_deref().unwrap_or("application/octet-stream")));
     set(headers, header::ETAG, head.etag.as_deref());
-    set(
-        headers,
-        header::LAST_MODIFIED,
-        head.last_modified.as_deref(),
-    );
+    set(headers, header::LAST_MODIFIED, head.last_modified.as_deref());
     headers.insert("x-vzpkg-cache", HeaderValue::from_static(cache));
 }
 
@@ -95,8 +75,7 @@ pub async fn blob(
     };
     let mut resp = Response::new(empty());
     describe(resp.headers_mut(), &head, "hit");
-    resp.headers_mut()
-        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if not_modified(request, entry) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(Some(resp));
@@ -117,8 +96,7 @@ pub async fn blob(
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let value = format!("bytes */{}", entry.size);
             set(resp.headers_mut(), header::CONTENT_RANGE, Some(&value));
-            resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return Ok(Some(resp));
         }
     };
@@ -127,8 +105,7 @@ pub async fn blob(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if !head_only {
         file.seek(SeekFrom::Start(start)).await?;
         *resp.body_mut() = stream_body(ReaderStream::with_capacity(file.take(len), 256 * 1024));
@@ -147,8 +124,7 @@ pub fn flight(
     let mut resp = Response::new(empty());
     describe(resp.headers_mut(), head, cache);
     if let Some(len) = head.content_length {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     if !head_only {
         *resp.body_mut() = stream_body(follow(rx, file));
@@ -160,50 +136,34 @@ pub fn flight(
 pub fn passthrough(upstream: reqwest::Response, head_only: bool) -> Response<Body> {
     let head = crate::fetch::head_of(upstream.headers(), upstream.content_length());
     let mut resp = Response::new(empty());
-    *resp.status_mut() =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    *resp.status_mut() = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     describe(resp.headers_mut(), &head, "pass");
     if let Some(len) = head.content_length {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     if !head_only {
-        *resp.body_mut() =
-            stream_body(upstream.bytes_stream().map(|r| r.map_err(io::Error::other)));
+        *resp.body_mut() = stream_body(upstream.bytes_stream().map(|r| r.map_err(io::Error::other)));
     }
     resp
 }
 
 fn not_modified(request: &HeaderMap, entry: &Entry) -> bool {
-    if let Some(inm) = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         let Some(etag) = &entry.etag else {
             return false;
         };
         let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
-        return inm
-            .split(',')
-            .any(|t| t.trim() == "*" || bare(t) == bare(etag));
+        return inm.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag));
     }
-    let since = request
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok());
-    match (
-        since.and_then(|s| httpdate::parse_http_date(s).ok()),
-        modified_time(entry),
-    ) {
+    let since = request.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok());
+    match (since.and_then(|s| httpdate::parse_http_date(s).ok()), modified_time(entry)) {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
     }
 }
 
 fn modified_time(entry: &Entry) -> Option<std::time::SystemTime> {
-    entry
-        .last_modified
-        .as_deref()
-        .and_then(|lm| httpdate::parse_http_date(lm).ok())
+    entry.last_modified.as_deref().and_then(|lm| httpdate::parse_http_date(lm).ok())
 }
 
 fn if_range_holds(request: &HeaderMap, entry: &Entry) -> bool {
@@ -241,11 +201,7 @@ fn parse_range(spec: &str, size: u64) -> RangeAsk {
             let Ok(start) = a.parse::<u64>() else {
                 return RangeAsk::Whole;
             };
-            let end = if b.is_empty() {
-                Ok(u64::MAX)
-            } else {
-                b.parse::<u64>()
-            };
+            let end = if b.is_empty() { Ok(u64::MAX) } else { b.parse::<u64>() };
             let Ok(end) = end else { return RangeAsk::Whole };
             if end < start {
                 return RangeAsk::Whole;
@@ -299,23 +255,14 @@ mod tests {
             verified: true,
         };
         let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("\"v0\", \"v1\""),
-        );
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v0\", \"v1\""));
         assert!(not_modified(&h, &entry));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v2\""));
         assert!(!not_modified(&h, &entry));
         let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_MODIFIED_SINCE,
-            HeaderValue::from_static("Sun, 01 Nov 2026 10:00:00 GMT"),
-        );
+        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Sun, 01 Nov 2026 10:00:00 GMT"));
         assert!(not_modified(&h, &entry));
-        h.insert(
-            header::IF_MODIFIED_SINCE,
-            HeaderValue::from_static("Sun, 01 Nov 2026 09:59:59 GMT"),
-        );
+        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Sun, 01 Nov 2026 09:59:59 GMT"));
         assert!(!not_modified(&h, &entry));
     }
 }

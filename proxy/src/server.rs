@@ -17,11 +17,7 @@ use crate::service::Proxy;
 const DRAIN: Duration = Duration::from_secs(20);
 
 /// Serves until `shutdown` resolves, then drains. Tests hand in listeners bound to port 0.
-pub async fn serve(
-    proxy: Arc<Proxy>,
-    listeners: Vec<TcpListener>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
     let graceful = Arc::new(GracefulShutdown::new());
     let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -45,9 +41,7 @@ pub async fn serve(
                 });
                 // Pipelined requests are answered in order either way; `pipeline_flush` is left
                 // off because with it hyper drops the automatic 400 for an unparsable request.
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
+                let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -61,18 +55,14 @@ pub async fn serve(
     tracing::info!("stopping: no new connections; waiting for running requests and downloads");
     acceptors.shutdown().await;
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("acceptors are gone"));
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}: closing them");
     }
     proxy.downloads.close();
-    if tokio::time::timeout(DRAIN, proxy.downloads.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("downloads still running after {DRAIN:?}: abandoned (their partial files are removed at next start)");
+    if tokio::time::timeout(DRAIN, proxy.downloads.wait()).await.is_err() {
+        tracing::warn!(
+            "downloads still running after {DRAIN:?}: abandoned (their partial files are removed at next start)"
+        );
     }
     let flushing = proxy.clone();
     let _ = tokio::task::spawn_blocking(move || flushing.flush()).await;

@@ -84,10 +84,8 @@ impl Proxy {
             )))
         })?;
         let store = Arc::new(Store::open(&config.cache_dir)?);
-        let catalog = Arc::new(Catalog::open(
-            &config.cache_dir.join("index.sqlite"),
-            |blob| store.blob_path(blob).exists(),
-        )?);
+        let catalog =
+            Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::new(config.keyrings.clone()));
         let fetcher = Arc::new(Fetcher {
@@ -130,23 +128,18 @@ impl Proxy {
         self.catalog.flush();
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         self.metrics.requests.inc();
         let (resp, outcome) = match self.respond(&req, client).await {
             Ok(answer) => answer,
             Err(e) => {
-                let outcome =
-                    if e.status().is_client_error() && !matches!(e, Error::UpstreamStatus { .. }) {
-                        self.metrics.refused.inc();
-                        Outcome::Refused
-                    } else {
-                        Outcome::Failed
-                    };
+                let outcome = if e.status().is_client_error() && !matches!(e, Error::UpstreamStatus { .. }) {
+                    self.metrics.refused.inc();
+                    Outcome::Refused
+                } else {
+                    Outcome::Failed
+                };
                 (serve::error_page(&e), outcome)
             }
         };
@@ -170,11 +163,7 @@ impl Proxy {
         resp.map(|body| log.count(body))
     }
 
-    async fn respond(
-        &self,
-        req: &Request<Incoming>,
-        client: SocketAddr,
-    ) -> Result<(Response<Body>, Outcome)> {
+    async fn respond(&self, req: &Request<Incoming>, client: SocketAddr) -> Result<(Response<Body>, Outcome)> {
         if !self.access.client_allowed(client.ip()) {
             return Err(Error::Forbidden(format!(
                 "client {} may not use this proxy: add its network to allow_clients in the config",
@@ -196,11 +185,7 @@ impl Proxy {
         };
         if let Some((host, port)) = &target.host {
             if !self.access.host_allowed(host, *port) {
-                let name = if matches!(port, 80 | 443) {
-                    host.clone()
-                } else {
-                    format!("{host}:{port}")
-                };
+                let name = if matches!(port, 80 | 443) { host.clone() } else { format!("{host}:{port}") };
                 return Err(Error::Forbidden(format!(
                     "upstream host {name} is not allowed: add `--allow-host {name}` (or allow_hosts in the config), or name it in this machine's apt/dnf sources"
                 )));
@@ -219,9 +204,7 @@ impl Proxy {
         headers: &hyper::HeaderMap,
         head_only: bool,
     ) -> Result<(Response<Body>, Outcome)> {
-        let expected = self
-            .verifier
-            .expected(&self.catalog, &target.key, target.kind);
+        let expected = self.verifier.expected(&self.catalog, &target.key, target.kind);
         // A copy the chain pins by hash cannot be stale, and one that disagrees with the chain's
         // current word (an older generation, say) is never served for this URL.
         let agrees = |e: &Entry| expected.as_ref().is_none_or(|x| x.sha256 == e.blob);
@@ -239,10 +222,7 @@ impl Proxy {
         // The store may hold the pinned content already, under another URL or an older
         // generation's name: that is a hit too.
         if let (None, Some(want)) = (&cached, &expected) {
-            if let Some(resp) = self
-                .stored_by_hash(target, want, headers, head_only)
-                .await?
-            {
+            if let Some(resp) = self.stored_by_hash(target, want, headers, head_only).await? {
                 return Ok((resp, Outcome::Hit));
             }
         }
@@ -250,10 +230,7 @@ impl Proxy {
             Joined::Leader(lead) => {
                 if let Err(e) = self.fetcher.backoff.check(&target.key) {
                     self.metrics.backoff_refusals.inc();
-                    lead.finish(Progress::Failed {
-                        status: 502,
-                        reason: e.to_string().into(),
-                    });
+                    lead.finish(Progress::Failed { status: 502, reason: e.to_string().into() });
                     return Err(e);
                 }
                 let rx = lead.flight.subscribe();
@@ -273,16 +250,10 @@ impl Proxy {
         match answered {
             Progress::NotModified => match self.stored(target, headers, head_only).await? {
                 Some(resp) => Ok((resp, Outcome::Revalidated)),
-                None => Err(Error::Upstream(
-                    "cached copy vanished during revalidation; retry".into(),
-                )),
+                None => Err(Error::Upstream("cached copy vanished during revalidation; retry".into())),
             },
             Progress::Body { head, file, .. } => {
-                let (label, outcome) = if joined {
-                    ("joined", Outcome::Joined)
-                } else {
-                    ("miss", Outcome::Miss)
-                };
+                let (label, outcome) = if joined { ("joined", Outcome::Joined) } else { ("miss", Outcome::Miss) };
                 Ok((serve::flight(rx, &head, file, head_only, label), outcome))
             }
             Progress::Failed { status, reason } => {
@@ -296,10 +267,7 @@ impl Proxy {
                 }
                 Err(match status {
                     502 => Error::Upstream(reason.to_string()),
-                    _ => Error::UpstreamStatus {
-                        status,
-                        reason: reason.to_string(),
-                    },
+                    _ => Error::UpstreamStatus { status, reason: reason.to_string() },
                 })
             }
             Progress::Asking => unreachable!("answer() waits past Asking"),
@@ -358,11 +326,7 @@ impl Proxy {
 
     fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
         match endpoint {
-            "metrics" => Ok(serve::text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.prometheus_text(),
-            )),
+            "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
             "status" => {
                 let status = serde_json::json!({
                     "version": env!("CARGO_PKG_VERSION"),
@@ -371,18 +335,13 @@ impl Proxy {
                     "entries": self.catalog.entry_count(),
                     "stored_bytes": self.catalog.total_bytes(),
                     "known_hashes": self.catalog.expected_count(),
+                    "unverified_entries": self.catalog.unverified_count(),
                     "downloads_in_flight": self.flights.in_flight(),
                     "counters": self.metrics.as_json(),
                 });
-                Ok(serve::text(
-                    StatusCode::OK,
-                    "application/json",
-                    format!("{status:#}\n"),
-                ))
+                Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
             }
-            _ => Err(Error::NotFound(format!(
-                "no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"
-            ))),
+            _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
         }
     }
 }

@@ -14,10 +14,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store under `root` and clears leftovers of a crash.
     pub fn open(root: &Path) -> io::Result<Store> {
-        let store = Store {
-            blobs: root.join("blobs"),
-            tmp: root.join("tmp"),
-        };
+        let store = Store { blobs: root.join("blobs"), tmp: root.join("tmp") };
         fs::create_dir_all(&store.blobs)?;
         fs::create_dir_all(&store.tmp)?;
         for entry in fs::read_dir(&store.tmp)? {
@@ -30,9 +27,7 @@ impl Store {
 
     /// A new, empty temporary file for a download; it vanishes if dropped before `commit`.
     pub fn new_tmp(&self) -> io::Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new()
-            .prefix("dl-")
-            .tempfile_in(&self.tmp)
+        tempfile::Builder::new().prefix("dl-").tempfile_in(&self.tmp)
     }
 
     pub fn blob_path(&self, sha256_hex: &str) -> PathBuf {

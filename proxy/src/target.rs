@@ -43,17 +43,11 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
         if !matches!(scheme, "http" | "https") {
             return Err(Error::BadRequest(format!("scheme {scheme} is not proxied")));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::BadRequest("absolute URL without a host".into()))?;
+        let host = uri.host().ok_or_else(|| Error::BadRequest("absolute URL without a host".into()))?;
         let host = host.to_ascii_lowercase();
         let default_port = if scheme == "https" { 443 } else { 80 };
         let port = uri.port_u16().unwrap_or(default_port);
-        let authority = if port == default_port {
-            host.clone()
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
         let url = format!("{scheme}://{authority}{path_and_query}");
         return Ok(Route::Fetch(Target {
             key: format!("{scheme}://{authority}{}", decoded(path_and_query)?),
@@ -81,10 +75,7 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
     Ok(Route::Fetch(Target {
         key: format!("remap:{name}/{}", decoded(sub_and_query)?),
         origin: name.to_string(),
-        upstreams: bases
-            .iter()
-            .map(|base| format!("{}/{sub_and_query}", base.trim_end_matches('/')))
-            .collect(),
+        upstreams: bases.iter().map(|base| format!("{}/{sub_and_query}", base.trim_end_matches('/'))).collect(),
         kind: vzpkg_adapters::classify(sub),
         host: None,
     }))
@@ -126,25 +117,15 @@ fn check_encoded(s: &str) -> Result<()> {
     let mut i = 0;
     while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
         let at = i + offset;
-        let hex = bytes
-            .get(at + 1..at + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes.get(at + 1..at + 3).and_then(|h| std::str::from_utf8(h).ok());
         let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
         match value {
-            None => {
-                return Err(Error::BadRequest(
-                    "path refused: malformed percent escape".into(),
-                ))
-            }
+            None => return Err(Error::BadRequest("path refused: malformed percent escape".into())),
             Some(b'.' | b'/' | b'\\') => {
-                return Err(Error::BadRequest(
-                    "path refused: encoded '.', '/' or '\\'".into(),
-                ))
+                return Err(Error::BadRequest("path refused: encoded '.', '/' or '\\'".into()))
             }
             Some(v) if v < 0x20 || v == 0x7f => {
-                return Err(Error::BadRequest(
-                    "path refused: encoded NUL or control byte".into(),
-                ))
+                return Err(Error::BadRequest("path refused: encoded NUL or control byte".into()))
             }
             Some(_) => {}
         }
@@ -160,10 +141,7 @@ mod tests {
     fn remap() -> BTreeMap<String, Vec<String>> {
         BTreeMap::from([(
             "debian".to_string(),
-            vec![
-                "http://a.example.org/debian/".to_string(),
-                "http://b.example.org/d".to_string(),
-            ],
+            vec!["http://a.example.org/debian/".to_string(), "http://b.example.org/d".to_string()],
         )])
     }
 
@@ -177,16 +155,10 @@ mod tests {
     #[test]
     fn forward_form_keeps_the_url() {
         let t = fetch("http://Mirror.Example.org:8080/debian/pool/a_1_all.deb");
-        assert_eq!(
-            t.key,
-            "http://mirror.example.org:8080/debian/pool/a_1_all.deb"
-        );
+        assert_eq!(t.key, "http://mirror.example.org:8080/debian/pool/a_1_all.deb");
         assert_eq!(t.host, Some(("mirror.example.org".into(), 8080)));
         assert_eq!(t.kind, FileKind::Package);
-        assert_eq!(
-            fetch("http://mirror.example.org:80/x").key,
-            "http://mirror.example.org/x"
-        );
+        assert_eq!(fetch("http://mirror.example.org:80/x").key, "http://mirror.example.org/x");
     }
 
     #[test]
@@ -195,10 +167,7 @@ mod tests {
         assert_eq!(t.key, "remap:debian/dists/stable/InRelease");
         assert_eq!(
             t.upstreams,
-            [
-                "http://a.example.org/debian/dists/stable/InRelease",
-                "http://b.example.org/d/dists/stable/InRelease"
-            ]
+            ["http://a.example.org/debian/dists/stable/InRelease", "http://b.example.org/d/dists/stable/InRelease"]
         );
         assert_eq!(t.kind, FileKind::Index);
         let err = route(&"/nope/x".parse().unwrap(), &remap()).unwrap_err();
@@ -207,10 +176,7 @@ mod tests {
 
     #[test]
     fn internal_endpoints() {
-        assert_eq!(
-            route(&"/_vzpkg/metrics".parse().unwrap(), &remap()).unwrap(),
-            Route::Internal("metrics".into())
-        );
+        assert_eq!(route(&"/_vzpkg/metrics".parse().unwrap(), &remap()).unwrap(), Route::Internal("metrics".into()));
     }
 
     #[test]
@@ -234,9 +200,6 @@ mod tests {
             assert_eq!(err.status(), 400, "{path}");
         }
         // an epoch in a package file name is encoded as %3a and must pass
-        assert_eq!(
-            fetch("/debian/pool/a_1%3a2.0_all.deb").kind,
-            FileKind::Package
-        );
+        assert_eq!(fetch("/debian/pool/a_1%3a2.0_all.deb").kind, FileKind::Package);
     }
 }

@@ -60,9 +60,7 @@ impl Verifier {
         }
         let mut segments = key.rsplit('/');
         let (hash, algorithm) = (segments.next()?, segments.next()?);
-        let valid = algorithm == "SHA256"
-            && hash.len() == 64
-            && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid = algorithm == "SHA256" && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
         valid.then(|| Expected {
             sha256: hash.to_ascii_lowercase(),
             size: None,
@@ -77,21 +75,12 @@ impl Verifier {
 
     /// Checks a downloaded root before it is stored (blocking: runs gpgv). Returns whether the
     /// file is a root whose hashes may be trusted.
-    pub fn check_root(
-        &self,
-        catalog: &Catalog,
-        store: &Store,
-        target: &Target,
-        file: &Path,
-    ) -> Result<bool> {
+    pub fn check_root(&self, catalog: &Catalog, store: &Store, target: &Target, file: &Path) -> Result<bool> {
         let Some(root) = Root::of(&target.key) else {
             return Ok(false);
         };
         let Some(keyring) = self.keyring(target) else {
-            return Ok(matches!(
-                root,
-                Root::InRelease | Root::Release | Root::Repomd
-            ));
+            return Ok(matches!(root, Root::InRelease | Root::Release | Root::Repomd));
         };
         match root {
             Root::InRelease => {
@@ -166,19 +155,13 @@ impl Verifier {
                 let files = apt::packages::parse(&text).map_err(parse)?;
                 // Filenames are relative to the archive root, the part before `/dists/`.
                 let archive = key.rsplit_once("/dists/").map(|(a, _)| a).unwrap_or(dir);
-                Ok(files
-                    .iter()
-                    .map(|f| expect(archive, f, Role::Package, key))
-                    .collect())
+                Ok(files.iter().map(|f| expect(archive, f, Role::Package, key)).collect())
             }
             (_, Some(Role::RpmPrimary(compression))) => {
                 let text = decompress(compression, &read(blob)?).map_err(parse)?;
                 let files = rpm::primary::parse(&text).map_err(parse)?;
                 let base = key.rsplit_once("/repodata/").map(|(b, _)| b).unwrap_or(dir);
-                Ok(files
-                    .iter()
-                    .map(|f| expect(base, f, Role::Package, key))
-                    .collect())
+                Ok(files.iter().map(|f| expect(base, f, Role::Package, key)).collect())
             }
             _ => Ok(Vec::new()),
         }
@@ -186,36 +169,20 @@ impl Verifier {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected = Expected {
-        sha256: file.sha256.clone(),
-        size: file.size,
-        role,
-        source: source.to_string(),
-    };
+    let expected = Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string() };
     (format!("{base}/{}", file.path), expected)
 }
 
 /// Every file a Release lists, and its by-hash twin when the archive serves those.
-fn release_entries(
-    dir: &str,
-    release: &apt::release::Release,
-    source: &str,
-) -> Vec<(String, Expected)> {
+fn release_entries(dir: &str, release: &apt::release::Release, source: &str) -> Vec<(String, Expected)> {
     let mut out = Vec::new();
     for f in &release.files {
         let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-        let role = if name.starts_with("Packages") {
-            Role::AptPackages(Compression::of(name))
-        } else {
-            Role::Metadata
-        };
+        let role = if name.starts_with("Packages") { Role::AptPackages(Compression::of(name)) } else { Role::Metadata };
         let (key, expected) = expect(dir, f, role, source);
         if release.by_hash {
             let parent = key.rsplit_once('/').map(|(p, _)| p).unwrap_or(dir);
-            out.push((
-                format!("{parent}/by-hash/SHA256/{}", f.sha256),
-                expected.clone(),
-            ));
+            out.push((format!("{parent}/by-hash/SHA256/{}", f.sha256), expected.clone()));
         }
         out.push((key, expected));
     }
@@ -236,15 +203,8 @@ fn gpgv(keyring: &Path, files: &[&Path]) -> Result<()> {
         return Ok(());
     }
     let why = String::from_utf8_lossy(&out.stderr);
-    let why = why
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
-        .unwrap_or("no reason given");
-    Err(Error::Verify(format!(
-        "signature does not verify with keyring {}: {why}",
-        keyring.display()
-    )))
+    let why = why.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("no reason given");
+    Err(Error::Verify(format!("signature does not verify with keyring {}: {why}", keyring.display())))
 }
 
 #[cfg(test)]
@@ -253,14 +213,8 @@ mod tests {
 
     #[test]
     fn roots_are_known_by_name() {
-        assert_eq!(
-            Root::of("remap:d/dists/stable/InRelease"),
-            Some(Root::InRelease)
-        );
-        assert_eq!(
-            Root::of("http://h/d/dists/stable/Release.gpg"),
-            Some(Root::ReleaseGpg)
-        );
+        assert_eq!(Root::of("remap:d/dists/stable/InRelease"), Some(Root::InRelease));
+        assert_eq!(Root::of("http://h/d/dists/stable/Release.gpg"), Some(Root::ReleaseGpg));
         assert_eq!(Root::of("remap:el/repodata/repomd.xml"), Some(Root::Repomd));
         assert_eq!(Root::of("remap:el/repomd.xml"), None);
         assert_eq!(Root::of("remap:d/pool/a.deb"), None);

@@ -21,10 +21,7 @@ pub fn run(args: ProxyArgs, file: FileConfig) -> Result<()> {
         let Some((name, url)) = spec.split_once('=') else {
             bail!("--remap {spec:?}: expected NAME=URL, e.g. --remap debian=http://mirror.example.org/debian");
         };
-        remap
-            .entry(name.to_string())
-            .or_default()
-            .push(url.to_string());
+        remap.entry(name.to_string()).or_default().push(url.to_string());
     }
     config.remap.extend(remap);
     if args.parent.is_some() {

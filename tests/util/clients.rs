@@ -33,20 +33,10 @@ impl Apt {
         }
         std::fs::write(dir.join("status"), "").unwrap();
         let (uri, proxy) = match via {
-            Via::Forward { proxy, repo } => (
-                repo.to_string(),
-                format!("Acquire::http::Proxy \"{proxy}\";\n"),
-            ),
-            Via::Remap { base } => (
-                base.to_string(),
-                "Acquire::http::Proxy \"DIRECT\";\n".to_string(),
-            ),
+            Via::Forward { proxy, repo } => (repo.to_string(), format!("Acquire::http::Proxy \"{proxy}\";\n")),
+            Via::Remap { base } => (base.to_string(), "Acquire::http::Proxy \"DIRECT\";\n".to_string()),
         };
-        std::fs::write(
-            dir.join("etc/apt/sources.list"),
-            format!("deb [trusted=yes] {uri} stable main\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join("etc/apt/sources.list"), format!("deb [trusted=yes] {uri} stable main\n")).unwrap();
         std::fs::write(
             dir.join("apt.conf"),
             format!(
@@ -57,18 +47,29 @@ impl Apt {
             ),
         )
         .unwrap();
-        Apt {
-            dir: dir.to_path_buf(),
-        }
+        Apt { dir: dir.to_path_buf() }
     }
 
-    pub fn get(&self, args: &[&str]) -> String {
-        run(Command::new("apt-get")
-            .env("APT_CONFIG", self.dir.join("apt.conf"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("APT_CONFIG", self.dir.join("apt.conf"))
             .env_remove("http_proxy")
             .env_remove("no_proxy")
             .args(["-q", "-y"])
-            .args(args))
+            .args(args);
+        cmd
+    }
+
+    /// Runs apt-get; panics if it fails.
+    pub fn get(&self, args: &[&str]) -> String {
+        run(&mut self.command(args))
+    }
+
+    /// Runs apt-get; returns whether it succeeded and everything it printed.
+    pub fn try_get(&self, args: &[&str]) -> (bool, String) {
+        let out = self.command(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
     }
 
     /// The .deb files apt downloaded, by file name.
@@ -99,32 +100,32 @@ impl Dnf {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("repos/test.repo"),
-            format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\n"),
-        )
-        .unwrap();
-        Dnf {
-            root: dir.to_path_buf(),
-        }
+        std::fs::write(dir.join("repos/test.repo"), format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\n"))
+            .unwrap();
+        Dnf { root: dir.to_path_buf() }
     }
 
-    pub fn run(&self, args: &[&str]) -> String {
-        run(Command::new("dnf")
-            .arg(format!("--config={}", self.root.join("dnf.conf").display()))
-            .arg(format!(
-                "--installroot={}",
-                self.root.join("root").display()
-            ))
-            .args([
-                "-y",
-                "--releasever=1",
-                "--disableplugin=*",
-                "--setopt=*.skip_if_unavailable=0",
-            ])
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("dnf");
+        cmd.arg(format!("--config={}", self.root.join("dnf.conf").display()))
+            .arg(format!("--installroot={}", self.root.join("root").display()))
+            .args(["-y", "--releasever=1", "--disableplugin=*", "--setopt=*.skip_if_unavailable=0"])
             .env_remove("http_proxy")
             .env_remove("no_proxy")
-            .args(args))
+            .args(args);
+        cmd
+    }
+
+    /// Runs dnf; panics if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        run(&mut self.command(args))
+    }
+
+    /// Runs dnf; returns whether it succeeded and everything it printed.
+    pub fn try_run(&self, args: &[&str]) -> (bool, String) {
+        let out = self.command(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
     }
 
     /// The .rpm files dnf downloaded (under the install root: dnf prefixes its cachedir with it).

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod clients;
+pub mod gpg;
 pub mod proxy;
 pub mod repo;
 pub mod upstream;
@@ -18,9 +19,7 @@ pub use upstream::Upstream;
 
 /// Runs a command to completion; panics with its output if it fails. Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (is it installed? run contrib/test.sh)")
-    });
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? run contrib/test.sh)"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
@@ -43,11 +42,7 @@ pub fn check_store(cache_dir: &Path) -> Vec<String> {
         for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let blob = blob.unwrap();
             let name = blob.file_name().to_string_lossy().into_owned();
-            assert_eq!(
-                sha256(&std::fs::read(blob.path()).unwrap()),
-                name,
-                "blob content differs from its name"
-            );
+            assert_eq!(sha256(&std::fs::read(blob.path()).unwrap()), name, "blob content differs from its name");
             hashes.push(name);
         }
     }
@@ -56,9 +51,7 @@ pub fn check_store(cache_dir: &Path) -> Vec<String> {
 
 /// Files left in the store's tmp directory.
 pub fn tmp_files(cache_dir: &Path) -> usize {
-    std::fs::read_dir(cache_dir.join("tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir(cache_dir.join("tmp")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// An HTTP client that never uses a proxy from the environment.
@@ -68,26 +61,14 @@ pub fn http() -> reqwest::Client {
 
 /// An HTTP client that sends everything through `proxy` in forward-proxy form.
 pub fn http_via(proxy: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(proxy).unwrap())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().proxy(reqwest::Proxy::http(proxy).unwrap()).build().unwrap()
 }
 
 /// A proxy counter from `/_vzpkg/status`.
 pub async fn counter(proxy: &ProxyProcess, name: &str) -> u64 {
-    let text = http()
-        .get(format!("{}/_vzpkg/status", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = http().get(format!("{}/_vzpkg/status", proxy.url())).send().await.unwrap().text().await.unwrap();
     let status: serde_json::Value = serde_json::from_str(&text).unwrap();
-    status["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {name} in {status}"))
+    status["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {status}"))
 }
 
 /// Waits until `check` holds, asking again every few milliseconds; fails after 60 s. For state
@@ -99,10 +80,25 @@ where
 {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// A blocking GET for tests that drive real package managers: status, and the body or the
+/// error that cut it short.
+pub fn get(url: &str) -> (u16, Result<Vec<u8>, String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let resp = http().get(url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+    })
+}
+
+/// The proxy's `/_vzpkg/status` as JSON, blocking.
+pub fn status_json(proxy: &ProxyProcess) -> serde_json::Value {
+    let (code, body) = get(&format!("{}/_vzpkg/status", proxy.url()));
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body.unwrap()).unwrap()
 }

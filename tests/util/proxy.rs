@@ -27,11 +27,7 @@ impl ProxyProcess {
         std::fs::write(&config_file, config).unwrap();
         // Appended to, so a restart on the same cache keeps the earlier run's lines.
         let log = cache_dir.with_extension("log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
             .arg("--config")
             .arg(&config_file)
@@ -50,18 +46,9 @@ impl ProxyProcess {
         stdout.read_line(&mut line).unwrap();
         let Some(addr) = line.trim().strip_prefix("vzpkg proxy listening on ") else {
             let _ = child.wait();
-            panic!(
-                "proxy did not start: {line:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            panic!("proxy did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
         };
-        ProxyProcess {
-            addr: addr.parse().unwrap(),
-            cache_dir: cache_dir.to_path_buf(),
-            log,
-            child,
-            _stdout: stdout,
-        }
+        ProxyProcess { addr: addr.parse().unwrap(), cache_dir: cache_dir.to_path_buf(), log, child, _stdout: stdout }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -101,11 +88,7 @@ impl Drop for ProxyProcess {
             self.stop();
         }
         if std::thread::panicking() {
-            eprintln!(
-                "--- proxy log {} ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
+            eprintln!("--- proxy log {} ---\n{}", self.log.display(), self.log_text());
         }
     }
 }

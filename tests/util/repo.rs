@@ -16,12 +16,7 @@ pub struct Pkg {
 
 impl Pkg {
     pub fn new(name: &'static str, version: &'static str, size: usize) -> Pkg {
-        Pkg {
-            name,
-            version,
-            size,
-            depends: None,
-        }
+        Pkg { name, version, size, depends: None }
     }
 
     pub fn depends(mut self, on: &'static str) -> Pkg {
@@ -54,10 +49,7 @@ pub fn deb_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
         let dir = work.join(p.name);
         std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
         std::fs::create_dir_all(dir.join("usr/share").join(p.name)).unwrap();
-        let depends = p
-            .depends
-            .map(|d| format!("Depends: {d}\n"))
-            .unwrap_or_default();
+        let depends = p.depends.map(|d| format!("Depends: {d}\n")).unwrap_or_default();
         std::fs::write(
             dir.join("DEBIAN/control"),
             format!(
@@ -66,16 +58,9 @@ pub fn deb_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("usr/share").join(p.name).join("data"),
-            noise(p.size, i as u64 + 1),
-        )
-        .unwrap();
+        std::fs::write(dir.join("usr/share").join(p.name).join("data"), noise(p.size, i as u64 + 1)).unwrap();
         let file = format!("pool/main/{}_{}_all.deb", p.name, p.version);
-        run(Command::new("dpkg-deb")
-            .args(["-Znone", "--root-owner-group", "--build"])
-            .arg(&dir)
-            .arg(root.join(&file)));
+        run(Command::new("dpkg-deb").args(["-Znone", "--root-owner-group", "--build"]).arg(&dir).arg(root.join(&file)));
         debs.push(file);
     }
     std::fs::remove_dir_all(&work).unwrap();
@@ -83,19 +68,28 @@ pub fn deb_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
     debs
 }
 
+/// How the suite's index is written.
+#[derive(Default)]
+pub struct IndexOptions<'a> {
+    /// Also serve index files under `by-hash/SHA256/` and say so in Release.
+    pub by_hash: bool,
+    /// Sign: InRelease (clearsigned) and Release.gpg (detached).
+    pub signer: Option<&'a super::gpg::Gpg>,
+}
+
 /// (Re)writes Packages, Packages.gz and Release for everything under `root/pool`.
 pub fn deb_index(root: &Path) {
+    deb_index_with(root, &IndexOptions::default());
+}
+
+pub fn deb_index_with(root: &Path, options: &IndexOptions) {
     let dists = root.join("dists/stable");
     let bin = dists.join("main/binary-amd64");
     std::fs::create_dir_all(&bin).unwrap();
-    let packages = run(Command::new("apt-ftparchive")
-        .arg("packages")
-        .arg("pool")
-        .current_dir(root));
+    let packages = run(Command::new("apt-ftparchive").arg("packages").arg("pool").current_dir(root));
     std::fs::write(bin.join("Packages"), &packages).unwrap();
-    run(Command::new("gzip")
-        .args(["-9nkf"])
-        .arg(bin.join("Packages")));
+    run(Command::new("gzip").args(["-9nkf"]).arg(bin.join("Packages")));
+    let by_hash = format!("APT::FTPArchive::DoByHash={}", options.by_hash);
     let release = run(Command::new("apt-ftparchive")
         .args([
             "-o",
@@ -106,11 +100,22 @@ pub fn deb_index(root: &Path) {
             "APT::FTPArchive::Release::Architectures=amd64",
             "-o",
             "APT::FTPArchive::Release::Components=main",
+            // Like Debian's own archive: MD5Sum and SHA256 only.
+            "-o",
+            "APT::FTPArchive::SHA1=false",
+            "-o",
+            "APT::FTPArchive::SHA512=false",
+            "-o",
+            &by_hash,
             "release",
             ".",
         ])
         .current_dir(&dists));
     std::fs::write(dists.join("Release"), release).unwrap();
+    if let Some(gpg) = options.signer {
+        gpg.clearsign(&dists.join("Release"), &dists.join("InRelease"));
+        gpg.detach_sign(&dists.join("Release"), &dists.join("Release.gpg"));
+    }
 }
 
 /// An rpm-md repository at `root` (noarch packages, uncompressed payloads) built with rpmbuild
@@ -123,10 +128,7 @@ pub fn rpm_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
     for (i, p) in packages.iter().enumerate() {
         let data = top.join("SOURCES").join(format!("{}.data", p.name));
         std::fs::write(&data, noise(p.size, 100 + i as u64)).unwrap();
-        let requires = p
-            .depends
-            .map(|d| format!("Requires: {d}\n"))
-            .unwrap_or_default();
+        let requires = p.depends.map(|d| format!("Requires: {d}\n")).unwrap_or_default();
         let spec = top.join("SPECS").join(format!("{}.spec", p.name));
         std::fs::write(
             &spec,
@@ -147,18 +149,9 @@ pub fn rpm_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
             .arg(format!("_topdir {}", top.display()))
             .arg("--define")
             .arg(format!("_rpmdir {}", root.join("Packages").display()))
-            .args([
-                "--define",
-                "_binary_payload w0.ufdio",
-                "--define",
-                "_build_id_links none",
-                "--quiet",
-            ])
+            .args(["--define", "_binary_payload w0.ufdio", "--define", "_build_id_links none", "--quiet"])
             .arg(&spec));
-        rpms.push(format!(
-            "Packages/noarch/{}-{}-1.noarch.rpm",
-            p.name, p.version
-        ));
+        rpms.push(format!("Packages/noarch/{}-{}-1.noarch.rpm", p.name, p.version));
     }
     std::fs::remove_dir_all(&top).unwrap();
     run(Command::new("createrepo_c").arg("--quiet").arg(root));

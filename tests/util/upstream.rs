@@ -68,9 +68,7 @@ impl Upstream {
     pub fn start_tls(root: &Path) -> (Upstream, String) {
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         let pem = cert.cert.pem();
-        let key =
-            tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der())
-                .unwrap();
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
         let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
@@ -79,20 +77,13 @@ impl Upstream {
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
-        let mut upstream = Self::start_with(
-            root,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        );
+        let mut upstream = Self::start_with(root, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
         upstream.scheme = "https";
         (upstream, pem)
     }
 
     fn start_with(root: &Path, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         // Bound here with std, so that starting works from inside an async test too.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -114,9 +105,7 @@ impl Upstream {
                     let http = hyper::server::conn::http1::Builder::new();
                     let _ = match tls {
                         Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => {
-                                http.serve_connection(TokioIo::new(stream), service).await
-                            }
+                            Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
                             Err(_) => return,
                         },
                         None => http.serve_connection(TokioIo::new(stream), service).await,
@@ -124,13 +113,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream {
-            addr,
-            root: root.to_path_buf(),
-            scheme: "http",
-            state,
-            runtime: Some(runtime),
-        }
+        Upstream { addr, root: root.to_path_buf(), scheme: "http", state, runtime: Some(runtime) }
     }
 
     /// `http://127.0.0.1:PORT` (or https)
@@ -145,24 +128,13 @@ impl Upstream {
 
     /// Requests so far for exactly this path.
     pub fn count(&self, path: &str) -> u64 {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.lock().unwrap().requests.get(path).copied().unwrap_or(0)
     }
 
     /// Requests so far for paths ending in `suffix`.
     pub fn count_ending(&self, suffix: &str) -> u64 {
         let state = self.state.lock().unwrap();
-        state
-            .requests
-            .iter()
-            .filter(|(p, _)| p.ends_with(suffix))
-            .map(|(_, n)| n)
-            .sum()
+        state.requests.iter().filter(|(p, _)| p.ends_with(suffix)).map(|(_, n)| n).sum()
     }
 
     pub fn total(&self) -> u64 {
@@ -177,23 +149,14 @@ impl Upstream {
     /// The Range headers `path` was asked with, in order.
     pub fn ranges(&self, path: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
-        state
-            .ranges
-            .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, r)| r.clone())
-            .collect()
+        state.ranges.iter().filter(|(p, _)| p == path).map(|(_, r)| r.clone()).collect()
     }
 
     /// From now on, `path`'s body stops after `first_part` bytes until the key is opened; with
     /// `first_part` 0 the whole answer waits.
     pub fn gate(&self, path: &str, first_part: usize) -> GateKey {
         let (key, open) = watch::channel(false);
-        self.state
-            .lock()
-            .unwrap()
-            .gates
-            .insert(path.to_string(), Gate { first_part, open });
+        self.state.lock().unwrap().gates.insert(path.to_string(), Gate { first_part, open });
         GateKey(key)
     }
 }
@@ -210,30 +173,16 @@ fn http_date(t: std::time::SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-async fn answer(
-    root: &Path,
-    state: &Mutex<State>,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
+async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let (gate, cut) = {
         let mut state = state.lock().unwrap();
         *state.requests.entry(path.clone()).or_default() += 1;
-        if let Some(range) = req
-            .headers()
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
             state.ranges.push((path.clone(), range.to_string()));
         }
         let cut = state.cuts.remove(&path);
-        (
-            state
-                .gates
-                .get(&path)
-                .map(|g| (g.first_part, g.open.clone())),
-            cut,
-        )
+        (state.gates.get(&path).map(|g| (g.first_part, g.open.clone())), cut)
     };
     // A gate with no first part holds the whole answer, 304 included.
     if let Some((0, mut open)) = gate.clone() {
@@ -248,29 +197,15 @@ async fn answer(
     }
     // Whole seconds, as HTTP dates have them, so a copy's Last-Modified compares equal.
     let mtime = meta.modified().unwrap();
-    let secs = mtime
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let secs = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let last_modified = http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
     let etag = format!(
         "\"{:x}-{:x}\"",
         content.len(),
-        meta.modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     );
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let unchanged = match (
-        header(header::IF_NONE_MATCH),
-        header(header::IF_MODIFIED_SINCE),
-    ) {
+    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let unchanged = match (header(header::IF_NONE_MATCH), header(header::IF_MODIFIED_SINCE)) {
         (Some(inm), _) => inm == etag,
         (None, Some(ims)) => ims == last_modified,
         _ => false,
@@ -288,10 +223,9 @@ async fn answer(
         if let (true, Some((start, ""))) = (if_range_ok, range.split_once('-')) {
             let start: usize = start.parse().unwrap();
             let total = body.len();
-            resp = resp.status(StatusCode::PARTIAL_CONTENT).header(
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{total}", total - 1),
-            );
+            resp = resp
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", total - 1));
             body = body.slice(start..);
         }
     }
@@ -300,13 +234,8 @@ async fn answer(
         return resp.body(empty()).unwrap();
     }
     if let Some(at) = cut.filter(|at| *at < body.len()) {
-        let frames = vec![
-            Ok(Frame::data(body.slice(..at))),
-            Err(std::io::Error::other("cut")),
-        ];
-        return resp
-            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
-            .unwrap();
+        let frames = vec![Ok(Frame::data(body.slice(..at))), Err(std::io::Error::other("cut"))];
+        return resp.body(StreamBody::new(futures_util::stream::iter(frames)).boxed()).unwrap();
     }
     match gate {
         Some((first_part, open)) if !*open.borrow() && body.len() > first_part => {
@@ -316,10 +245,7 @@ async fn answer(
                 async move {
                     let (head, tail) = parts?;
                     if !head.is_empty() {
-                        return Some((
-                            Ok::<_, std::io::Error>(Frame::data(head)),
-                            Some((Bytes::new(), tail)),
-                        ));
+                        return Some((Ok::<_, std::io::Error>(Frame::data(head)), Some((Bytes::new(), tail))));
                     }
                     let _ = open.wait_for(|o| *o).await;
                     if tail.is_empty() {

@@ -5,8 +5,7 @@ use crate::{FileHash, ParseError};
 /// Parses a decompressed Packages file. Stanzas without Filename or SHA256 are skipped (they
 /// cannot be verified, so their packages stay unverified).
 pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ParseError::Syntax("Packages is not UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Syntax("Packages is not UTF-8".into()))?;
     let mut files = Vec::new();
     for stanza in text.split("\n\n") {
         let (mut filename, mut sha256, mut size) = (None, None, None);
@@ -22,9 +21,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
                 "Filename" => filename = Some(value),
                 "SHA256" => sha256 = Some(value),
                 "Size" => {
-                    let parsed = value
-                        .parse()
-                        .map_err(|_| ParseError::Syntax(format!("bad Size {value:?}")))?;
+                    let parsed = value.parse().map_err(|_| ParseError::Syntax(format!("bad Size {value:?}")))?;
                     size = Some(parsed);
                 }
                 _ => {}
@@ -50,6 +47,9 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "pool/main/a/a_1_all.deb");
         assert_eq!(files[0].size, Some(10));
-        assert!(parse(b"Filename: a\nSize: ten\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n").is_err());
+        assert!(parse(
+            b"Filename: a\nSize: ten\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        )
+        .is_err());
     }
 }

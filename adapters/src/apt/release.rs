@@ -14,8 +14,7 @@ pub struct Release {
 /// Parses a Release file, or an InRelease (the same, clearsigned). The signature is not checked
 /// here: that is the caller's business, with a keyring.
 pub fn parse(bytes: &[u8]) -> Result<Release, ParseError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ParseError::Syntax("Release is not UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Syntax("Release is not UTF-8".into()))?;
     let body = signed_body(text)?;
     let mut release = Release::default();
     let mut in_sha256 = false;
@@ -38,14 +37,10 @@ pub fn parse(bytes: &[u8]) -> Result<Release, ParseError> {
 /// ` <sha256> <size> <path>`
 fn hash_line(line: &str) -> Result<FileHash, ParseError> {
     let mut parts = line.split_whitespace();
-    let (Some(hash), Some(size), Some(path), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(hash), Some(size), Some(path), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ParseError::Syntax(format!("bad SHA256 line {line:?}")));
     };
-    let size = size
-        .parse()
-        .map_err(|_| ParseError::Syntax(format!("bad size in {line:?}")))?;
+    let size = size.parse().map_err(|_| ParseError::Syntax(format!("bad size in {line:?}")))?;
     FileHash::new(path, hash, Some(size))
 }
 
@@ -59,24 +54,13 @@ fn signed_body(text: &str) -> Result<String, ParseError> {
         return Ok(text.to_string());
     };
     // Armor headers ("Hash: SHA512") end at the first empty line.
-    let Some((_, rest)) = rest
-        .split_once("\n\n")
-        .or_else(|| rest.split_once("\r\n\r\n"))
-    else {
-        return Err(ParseError::Syntax(
-            "clearsigned message without a body".into(),
-        ));
+    let Some((_, rest)) = rest.split_once("\n\n").or_else(|| rest.split_once("\r\n\r\n")) else {
+        return Err(ParseError::Syntax("clearsigned message without a body".into()));
     };
     let Some((signed, _)) = rest.split_once(SIG) else {
-        return Err(ParseError::Syntax(
-            "clearsigned message without a signature".into(),
-        ));
+        return Err(ParseError::Syntax("clearsigned message without a signature".into()));
     };
-    Ok(signed
-        .lines()
-        .map(|l| l.strip_prefix("- ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n"))
+    Ok(signed.lines().map(|l| l.strip_prefix("- ").unwrap_or(l)).collect::<Vec<_>>().join("\n"))
 }
 
 #[cfg(test)]
@@ -107,10 +91,7 @@ SHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 mai
     #[test]
     fn refuses_malformed_lines() {
         assert!(parse(b"SHA256:\n abc 12\n").is_err());
-        assert!(parse(
-            b"SHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 x p\n"
-        )
-        .is_err());
+        assert!(parse(b"SHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 x p\n").is_err());
         assert!(parse(b"SHA256:\n nothex 1 p\n").is_err());
         assert!(parse(b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nSuite: x\n").is_err());
     }

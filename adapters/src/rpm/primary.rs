@@ -18,9 +18,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
     let mut in_checksum = false;
     loop {
         match reader.read_event_into(&mut buf).map_err(xml_error)? {
-            Event::Start(e) if e.name().as_ref() == b"package" => {
-                package = Some((None, None, None, false))
-            }
+            Event::Start(e) if e.name().as_ref() == b"package" => package = Some((None, None, None, false)),
             Event::Start(e) if package.is_some() && e.name().as_ref() == b"checksum" => {
                 in_checksum = attr(&e, b"type")?.as_deref() == Some("sha256");
             }
@@ -29,10 +27,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
                 match e.name().as_ref() {
                     b"size" => {
                         if let Some(size) = attr(&e, b"package")? {
-                            p.2 =
-                                Some(size.parse().map_err(|_| {
-                                    ParseError::Syntax(format!("bad size {size:?}"))
-                                })?);
+                            p.2 = Some(size.parse().map_err(|_| ParseError::Syntax(format!("bad size {size:?}")))?);
                         }
                     }
                     b"location" => {

@@ -42,10 +42,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
                     if in_checksum {
                         d.1 = Some(text);
                     } else if in_size {
-                        d.3 = Some(
-                            text.parse()
-                                .map_err(|_| ParseError::Syntax(format!("bad size {text:?}")))?,
-                        );
+                        d.3 = Some(text.parse().map_err(|_| ParseError::Syntax(format!("bad size {text:?}")))?);
                     }
                 }
             }
@@ -54,10 +51,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
                 b"size" => in_size = false,
                 b"data" => {
                     if let Some((kind, Some(sha), Some(href), size)) = data.take() {
-                        out.push(MetadataFile {
-                            kind,
-                            file: FileHash::new(&href, &sha, size)?,
-                        });
+                        out.push(MetadataFile { kind, file: FileHash::new(&href, &sha, size)? });
                     }
                 }
                 _ => {}
@@ -70,10 +64,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
     Ok(out)
 }
 
-pub(crate) fn attr(
-    e: &quick_xml::events::BytesStart,
-    name: &[u8],
-) -> Result<Option<String>, ParseError> {
+pub(crate) fn attr(e: &quick_xml::events::BytesStart, name: &[u8]) -> Result<Option<String>, ParseError> {
     for a in e.attributes() {
         let a = a.map_err(|e| ParseError::Syntax(e.to_string()))?;
         if a.key.as_ref() == name {

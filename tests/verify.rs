@@ -1,0 +1,205 @@
+//! Nothing unverified enters the shared cache: tampered packages and indexes are refused,
+//! index roots must carry a good signature when a keyring is configured, and apt never sees a
+//! hash mismatch while upstream switches generations.
+
+use crate::util::clients::{Apt, Dnf, Via};
+use crate::util::gpg::Gpg;
+use crate::util::repo::{deb_index_with, deb_repo, noise, rpm_repo, IndexOptions, Pkg};
+use crate::util::{check_store, get, sha256, status_json, ProxyProcess, Upstream};
+
+/// Retries at once after a failure, so a test can fix upstream and ask again.
+const NO_BACKOFF: &str = "[proxy.upstream]\nbackoff_secs = 0\n";
+
+fn packages() -> Vec<Pkg> {
+    vec![Pkg::new("vzt-alpha", "1.0", 200_000).depends("vzt-beta"), Pkg::new("vzt-beta", "2.1", 900_000)]
+}
+
+/// Same size, different bytes: what apt's size-only check would let through.
+fn tamper(path: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let good = std::fs::read(path).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle..middle + 64].copy_from_slice(&noise(64, 777));
+    assert_ne!(good, bad);
+    std::fs::write(path, &bad).unwrap();
+    (good, bad)
+}
+
+/// A client asking directly must never receive a complete copy of `bad`.
+fn assert_never_served(url: &str, bad: &[u8]) {
+    let (status, body) = get(url);
+    if let (200, Ok(body)) = (status, &body) {
+        assert_ne!(sha256(body), sha256(bad), "a complete tampered file was served");
+        panic!("a tampered file was answered 200 with a complete body");
+    }
+}
+
+#[test]
+fn a_tampered_deb_is_refused_and_the_fixed_one_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = deb_repo(&tmp.path().join("upstream/debian"), &packages());
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), NO_BACKOFF, &["--remap", &remap]);
+    let base = format!("{}/debian", proxy.url());
+    let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
+    apt.get(&["update"]);
+
+    let beta = upstream.root.join("debian").join(&debs[1]);
+    let (good, bad) = tamper(&beta);
+    let (ok, out) = apt.try_get(&["install", "--download-only", "vzt-beta"]);
+    assert!(!ok, "apt accepted a tampered package:\n{out}");
+    assert_never_served(&format!("{base}/{}", debs[1]), &bad);
+    assert!(!check_store(&proxy.cache_dir).contains(&sha256(&bad)), "the tampered blob reached the store");
+    assert!(status_json(&proxy)["counters"]["verify_failures"].as_u64().unwrap() >= 1);
+
+    std::fs::write(&beta, &good).unwrap();
+    apt.get(&["install", "--download-only", "vzt-beta"]);
+    let got = std::fs::read(apt.dir.join("var/cache/apt/archives").join(debs[1].rsplit('/').next().unwrap())).unwrap();
+    assert_eq!(sha256(&got), sha256(&good));
+    assert!(check_store(&proxy.cache_dir).contains(&sha256(&good)));
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0, "everything stored was verified");
+}
+
+#[test]
+fn a_packages_file_that_does_not_match_its_release_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("upstream/debian");
+    deb_repo(&root, &packages());
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), NO_BACKOFF, &["--remap", &remap]);
+    // The Packages files change after Release was written: they no longer match it.
+    let bin = root.join("dists/stable/main/binary-amd64");
+    tamper(&bin.join("Packages"));
+    let (_, bad) = tamper(&bin.join("Packages.gz"));
+
+    let base = format!("{}/debian", proxy.url());
+    let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
+    // apt reports the failed index, and ends up without the packages it lists.
+    let (_, out) = apt.try_get(&["update"]);
+    assert!(out.contains("Err:"), "apt update saw no error:\n{out}");
+    let (ok, out) = apt.try_get(&["install", "--download-only", "vzt-alpha"]);
+    assert!(!ok, "apt found packages listed by an index that does not match Release:\n{out}");
+    assert!(!check_store(&proxy.cache_dir).contains(&sha256(&bad)));
+    assert_never_served(&format!("{base}/dists/stable/main/binary-amd64/Packages.gz"), &bad);
+}
+
+#[test]
+fn a_tampered_rpm_is_refused_and_the_fixed_one_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rpms = rpm_repo(&tmp.path().join("upstream/el"), &packages());
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("el={}/el", upstream.url());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), NO_BACKOFF, &["--remap", &remap]);
+    let base = format!("{}/el/", proxy.url());
+    let dnf = Dnf::new(&tmp.path().join("dnf"), Via::Remap { base: &base });
+    dnf.run(&["makecache"]);
+
+    let beta = upstream.root.join("el").join(&rpms[1]);
+    let (good, bad) = tamper(&beta);
+    let (ok, out) = dnf.try_run(&["install", "--downloadonly", "vzt-beta"]);
+    assert!(!ok, "dnf accepted a tampered package:\n{out}");
+    assert_never_served(&format!("{base}{}", rpms[1]), &bad);
+    assert!(!check_store(&proxy.cache_dir).contains(&sha256(&bad)));
+
+    std::fs::write(&beta, &good).unwrap();
+    dnf.run(&["install", "--downloadonly", "vzt-beta"]);
+    assert!(dnf.packages().iter().any(|p| sha256(&std::fs::read(p).unwrap()) == sha256(&good)));
+    assert!(check_store(&proxy.cache_dir).contains(&sha256(&good)));
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0);
+}
+
+#[test]
+fn inrelease_must_verify_with_the_configured_keyring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let other_key = Gpg::new(&tmp.path().join("gpg-other"), "intruder");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let root = tmp.path().join("upstream/debian");
+    deb_repo(&root, &packages());
+    deb_index_with(&root, &IndexOptions { signer: Some(&other_key), ..Default::default() });
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let config = format!("{NO_BACKOFF}\n[proxy.keyrings]\ndebian = {:?}\n", keyring.display().to_string());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), &config, &["--remap", &remap]);
+    let inrelease = format!("{}/debian/dists/stable/InRelease", proxy.url());
+
+    let (status, body) = get(&inrelease);
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body.unwrap()).contains("signature"));
+    let forged = std::fs::read(root.join("dists/stable/InRelease")).unwrap();
+    assert!(!check_store(&proxy.cache_dir).contains(&sha256(&forged)), "a badly signed index was stored");
+    let (status, _) = get(&format!("{}/debian/dists/stable/Release", proxy.url()));
+    assert_eq!(status, 200, "Release is stored, but not trusted without its signature");
+    let (status, _) = get(&format!("{}/debian/dists/stable/Release.gpg", proxy.url()));
+    assert_eq!(status, 502, "a detached signature by another key is refused too");
+    assert_eq!(status_json(&proxy)["known_hashes"], 0, "nothing was learned from unverified roots");
+
+    deb_index_with(&root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
+    let (status, body) = get(&inrelease);
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(root.join("dists/stable/InRelease")).unwrap());
+    assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0, "a good InRelease is learned from");
+
+    // And apt, which checks the same signature itself, installs through the chain.
+    let base = format!("{}/debian", proxy.url());
+    let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
+    apt.get(&["update"]);
+    apt.get(&["install", "--download-only", "vzt-alpha"]);
+    assert_eq!(apt.archives().len(), 2);
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0);
+}
+
+#[test]
+fn unverified_packages_are_marked_then_verified_and_strict_mode_stores_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = deb_repo(&tmp.path().join("upstream/debian"), &packages());
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap]);
+    let deb_url = format!("{}/debian/{}", proxy.url(), debs[0]);
+    let content = std::fs::read(upstream.root.join("debian").join(&debs[0])).unwrap();
+
+    // No index seen yet: served and stored, but marked unverified.
+    let (status, body) = get(&deb_url);
+    assert_eq!((status, sha256(&body.unwrap())), (200, sha256(&content)));
+    assert_eq!(status_json(&proxy)["unverified_entries"], 1);
+    // Its index arrives: the stored copy matches and becomes verified.
+    let base = format!("{}/debian", proxy.url());
+    Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base }).get(&["update"]);
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0);
+
+    let strict =
+        ProxyProcess::start(&tmp.path().join("strict-cache"), "[proxy]\nstrict = true\n", &["--remap", &remap]);
+    let (status, body) = get(&format!("{}/debian/{}", strict.url(), debs[1]));
+    assert_eq!(status, 200, "strict mode still passes the file through");
+    let want = sha256(&std::fs::read(upstream.root.join("debian").join(&debs[1])).unwrap());
+    assert_eq!(sha256(&body.unwrap()), want);
+    assert!(check_store(&strict.cache_dir).is_empty(), "strict mode stored a package no index vouches for");
+}
+
+#[test]
+fn a_url_that_keeps_failing_is_backed_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = deb_repo(&tmp.path().join("upstream/debian"), &packages());
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let config = "[proxy.upstream]\nbackoff_secs = 600\n";
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), config, &["--remap", &remap]);
+    let base = format!("{}/debian", proxy.url());
+    Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base }).get(&["update"]);
+    tamper(&upstream.root.join("debian").join(&debs[0]));
+    let url = format!("{base}/{}", debs[0]);
+    let path = format!("/debian/{}", debs[0]);
+
+    let (first, _) = get(&url);
+    assert_eq!(upstream.count(&path), 1);
+    let (second, body) = get(&url);
+    assert_eq!(second, 502);
+    assert!(String::from_utf8_lossy(&body.unwrap()).contains("next attempt in"));
+    assert_eq!(upstream.count(&path), 1, "the failing URL was not asked again during its backoff");
+    assert_eq!(status_json(&proxy)["counters"]["backoff_refusals"], 1);
+    assert_eq!(first, 200, "the first client saw the headers, then a cut body");
+}
