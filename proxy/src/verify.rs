@@ -203,7 +203,7 @@ fn gpgv(keyring: &Path, files: &[&Path]) -> Result<()> {
         return Ok(());
     }
     let why = String::from_utf8_lossy(&out.stderr);
-    let why = why.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("no reason given");
+    let why = why.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given");
     Err(Error::Verify(format!("signature does not verify with keyring {}: {why}", keyring.display())))
 }
 

@@ -6,6 +6,16 @@ use quick_xml::Reader;
 use super::repomd::{attr, xml_error};
 use crate::{FileHash, ParseError};
 
+/// One `<package>` as far as it has been read.
+#[derive(Default)]
+struct Partial {
+    sha256: Option<String>,
+    href: Option<String>,
+    size: Option<u64>,
+    /// `xml:base` points elsewhere: not this repository's file.
+    elsewhere: bool,
+}
+
 /// Parses a decompressed primary.xml. Packages with a non-SHA256 checksum, or stored elsewhere
 /// (`xml:base`), are skipped: they stay unverified.
 pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
@@ -13,12 +23,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    // (sha256, href, size, elsewhere)
-    let mut package: Option<(Option<String>, Option<String>, Option<u64>, bool)> = None;
+    let mut package: Option<Partial> = None;
     let mut in_checksum = false;
     loop {
         match reader.read_event_into(&mut buf).map_err(xml_error)? {
-            Event::Start(e) if e.name().as_ref() == b"package" => package = Some((None, None, None, false)),
+            Event::Start(e) if e.name().as_ref() == b"package" => package = Some(Partial::default()),
             Event::Start(e) if package.is_some() && e.name().as_ref() == b"checksum" => {
                 in_checksum = attr(&e, b"type")?.as_deref() == Some("sha256");
             }
@@ -27,25 +36,27 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
                 match e.name().as_ref() {
                     b"size" => {
                         if let Some(size) = attr(&e, b"package")? {
-                            p.2 = Some(size.parse().map_err(|_| ParseError::Syntax(format!("bad size {size:?}")))?);
+                            p.size = Some(size.parse().map_err(|_| ParseError::Syntax(format!("bad size {size:?}")))?);
                         }
                     }
                     b"location" => {
-                        p.1 = attr(&e, b"href")?;
-                        p.3 = attr(&e, b"xml:base")?.is_some();
+                        p.href = attr(&e, b"href")?;
+                        p.elsewhere = attr(&e, b"xml:base")?.is_some();
                     }
                     _ => {}
                 }
             }
             Event::Text(t) if in_checksum => {
                 if let Some(p) = package.as_mut() {
-                    p.0 = Some(t.unescape().map_err(xml_error)?.trim().to_string());
+                    p.sha256 = Some(t.unescape().map_err(xml_error)?.trim().to_string());
                 }
             }
             Event::End(e) => match e.name().as_ref() {
                 b"checksum" => in_checksum = false,
                 b"package" => {
-                    if let Some((Some(sha), Some(href), size, false)) = package.take() {
+                    if let Some(Partial { sha256: Some(sha), href: Some(href), size, elsewhere: false }) =
+                        package.take()
+                    {
                         out.push(FileHash::new(&href, &sha, size)?);
                     }
                 }

@@ -13,19 +13,28 @@ pub struct MetadataFile {
     pub file: FileHash,
 }
 
+/// One `<data>` as far as it has been read.
+#[derive(Default)]
+struct Partial {
+    kind: String,
+    sha256: Option<String>,
+    href: Option<String>,
+    size: Option<u64>,
+}
+
 /// Entries whose checksum is not SHA256 are skipped: they cannot be verified here.
 pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    let mut data: Option<(String, Option<String>, Option<String>, Option<u64>)> = None;
+    let mut data: Option<Partial> = None;
     let mut in_checksum = false;
     let mut in_size = false;
     loop {
         match reader.read_event_into(&mut buf).map_err(xml_error)? {
             Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"data" => {
-                data = Some((attr(&e, b"type")?.unwrap_or_default(), None, None, None));
+                data = Some(Partial { kind: attr(&e, b"type")?.unwrap_or_default(), ..Partial::default() });
             }
             Event::Start(e) if data.is_some() && e.name().as_ref() == b"checksum" => {
                 in_checksum = attr(&e, b"type")?.as_deref() == Some("sha256");
@@ -33,16 +42,16 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
             Event::Start(e) if data.is_some() && e.name().as_ref() == b"size" => in_size = true,
             Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"location" => {
                 if let Some(d) = data.as_mut() {
-                    d.2 = attr(&e, b"href")?;
+                    d.href = attr(&e, b"href")?;
                 }
             }
             Event::Text(t) => {
                 if let Some(d) = data.as_mut() {
                     let text = t.unescape().map_err(xml_error)?.trim().to_string();
                     if in_checksum {
-                        d.1 = Some(text);
+                        d.sha256 = Some(text);
                     } else if in_size {
-                        d.3 = Some(text.parse().map_err(|_| ParseError::Syntax(format!("bad size {text:?}")))?);
+                        d.size = Some(text.parse().map_err(|_| ParseError::Syntax(format!("bad size {text:?}")))?);
                     }
                 }
             }
@@ -50,7 +59,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MetadataFile>, ParseError> {
                 b"checksum" => in_checksum = false,
                 b"size" => in_size = false,
                 b"data" => {
-                    if let Some((kind, Some(sha), Some(href), size)) = data.take() {
+                    if let Some(Partial { kind, sha256: Some(sha), href: Some(href), size }) = data.take() {
                         out.push(MetadataFile { kind, file: FileHash::new(&href, &sha, size)? });
                     }
                 }
