@@ -203,3 +203,75 @@ fn a_url_that_keeps_failing_is_backed_off() {
     assert_eq!(status_json(&proxy)["counters"]["backoff_refusals"], 1);
     assert_eq!(first, 200, "the first client saw the headers, then a cut body");
 }
+
+/// Copies a generation into the live tree the way a mirror does: packages and by-hash files
+/// first (old ones stay), then the index files, then Release, each by an atomic rename.
+fn publish_generation(from: &std::path::Path, live: &std::path::Path) {
+    let copy = |rel: &std::path::Path| {
+        let (src, dst) = (from.join(rel), live.join(rel));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        let tmp = dst.with_extension("new");
+        std::fs::copy(&src, &tmp).unwrap();
+        std::fs::rename(&tmp, &dst).unwrap();
+    };
+    let bin = std::path::Path::new("dists/stable/main/binary-amd64");
+    for dir in [std::path::Path::new("pool/main").to_path_buf(), bin.join("by-hash/SHA256")] {
+        for entry in std::fs::read_dir(from.join(&dir)).unwrap() {
+            copy(&dir.join(entry.unwrap().file_name()));
+        }
+    }
+    copy(&bin.join("Packages"));
+    copy(&bin.join("Packages.gz"));
+    copy(std::path::Path::new("dists/stable/Release"));
+}
+
+#[test]
+fn apt_never_sees_a_hash_mismatch_while_upstream_switches_generations() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("upstream/debian");
+    let build = |g: usize| {
+        let dir = tmp.path().join(format!("gen{g}"));
+        let version: &'static str = Box::leak(format!("1.{g}").into_boxed_str());
+        deb_repo(&dir, &[Pkg::new("vzt-alpha", version, 2_000 + g), Pkg::new("vzt-beta", version, 3_000 + g)]);
+        deb_index_with(&dir, &IndexOptions { by_hash: true, ..Default::default() });
+        dir
+    };
+    publish_generation(&build(0), &live);
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let config = "[proxy]\nindex_ttl_secs = 0\n[proxy.upstream]\nbackoff_secs = 0\n";
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), config, &["--remap", &remap]);
+    let base = format!("{}/debian", proxy.url());
+
+    const CLIENTS: usize = 20;
+    const ROUNDS: usize = 10;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let apt = Apt::new(&tmp.path().join(format!("apt{i}")), Via::Remap { base: &base });
+            let finished = finished.clone();
+            std::thread::spawn(move || {
+                let runs: Vec<(bool, String)> = (0..ROUNDS).map(|_| apt.try_get(&["update"])).collect();
+                finished.fetch_add(1, Ordering::SeqCst);
+                runs
+            })
+        })
+        .collect();
+    // Switch generations for as long as the clients run: every switch is a real rebuild.
+    let mut generation = 0;
+    while finished.load(Ordering::SeqCst) < CLIENTS && generation < 200 {
+        generation += 1;
+        publish_generation(&build(generation), &live);
+    }
+    for client in clients {
+        for (ok, out) in client.join().unwrap() {
+            assert!(ok && !out.contains("Hash Sum mismatch") && !out.contains("Err:"), "apt update failed:\n{out}");
+        }
+    }
+    eprintln!("upstream switched generations {generation} times under {CLIENTS} clients");
+    assert!(generation >= 2, "upstream switched only {generation} times while the clients ran");
+    assert!(upstream.count_ending("/Release") > CLIENTS as u64, "the clients revalidated Release");
+}

@@ -51,7 +51,11 @@ impl Verifier {
     }
 
     /// What `key` must hash to: from an index seen before, or from its own by-hash path.
+    /// Roots are the trust anchors: no index pins them, even one that (wrongly) lists itself.
     pub fn expected(&self, catalog: &Catalog, key: &str, kind: FileKind) -> Option<Expected> {
+        if Root::of(key).is_some() {
+            return None;
+        }
         if let Some(e) = catalog.expected(key) {
             return Some(e);
         }

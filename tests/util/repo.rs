@@ -89,6 +89,10 @@ pub fn deb_index_with(root: &Path, options: &IndexOptions) {
     let packages = run(Command::new("apt-ftparchive").arg("packages").arg("pool").current_dir(root));
     std::fs::write(bin.join("Packages"), &packages).unwrap();
     run(Command::new("gzip").args(["-9nkf"]).arg(bin.join("Packages")));
+    // apt-ftparchive would list a Release left from an earlier run in the new one.
+    for old in ["Release", "InRelease", "Release.gpg"] {
+        let _ = std::fs::remove_file(dists.join(old));
+    }
     let by_hash = format!("APT::FTPArchive::DoByHash={}", options.by_hash);
     let release = run(Command::new("apt-ftparchive")
         .args([
