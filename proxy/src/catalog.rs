@@ -241,6 +241,14 @@ impl Catalog {
         (verified, dropped)
     }
 
+    /// Marks an entry verified, e.g. a Release once its detached signature has checked out.
+    pub fn mark_verified(&self, key: &str) {
+        if let Some(e) = self.entries.write().unwrap().get_mut(key) {
+            e.verified = true;
+            let _ = self.writer.send(Write::Verified(key.to_string()));
+        }
+    }
+
     pub fn unverified_count(&self) -> usize {
         self.entries.read().unwrap().values().filter(|e| !e.verified).count()
     }

@@ -260,6 +260,10 @@ impl Fetcher {
         let (me, trusted_target, tmp_path) = (self.shared(), target.clone(), tmp.path().to_path_buf());
         let trusted_root =
             blocking(move || me.verifier.check_root(&me.catalog, &me.store, &trusted_target, &tmp_path)).await?;
+        if trusted_root && matches!(Root::of(&target.key), Some(Root::ReleaseGpg | Root::RepomdAsc)) {
+            let signed = target.key.rsplit_once('.').map(|(signed, _)| signed).unwrap_or(&target.key);
+            self.catalog.mark_verified(signed);
+        }
         let store = self.store.clone();
         let hash = blob.clone();
         blocking(move || store.commit(tmp, &hash).map_err(Error::Store)).await?;
