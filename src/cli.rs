@@ -39,6 +39,59 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the caching proxy in the foreground
     Proxy(ProxyArgs),
+    /// Install packages into a container with its own package manager
+    Install {
+        /// dir:/path/to/rootfs, or a name from the config's [containers]
+        ct: String,
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[command(flatten)]
+        args: WrapperArgs,
+    },
+    /// Remove packages from a container
+    Remove {
+        ct: String,
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[command(flatten)]
+        args: WrapperArgs,
+    },
+    /// Upgrade the named packages, or all of them
+    Upgrade {
+        ct: String,
+        packages: Vec<String>,
+        #[command(flatten)]
+        args: WrapperArgs,
+    },
+    /// Refresh a container's package lists
+    Update {
+        ct: String,
+        #[command(flatten)]
+        args: WrapperArgs,
+    },
+    /// List a container's installed packages (name, version, architecture)
+    List { ct: String },
+    /// Run a command in the same sandbox (debugging, scripts)
+    Exec {
+        ct: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        args: WrapperArgs,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct WrapperArgs {
+    /// Answer yes to the package manager's questions
+    #[arg(short = 'y', long)]
+    pub assume_yes: bool,
+    /// Seconds to wait for locks held by other commands on the container
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// The vzpkg proxy the container's package manager downloads through
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3142")]
+    pub proxy: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,8 @@ pub struct FileConfig {
     /// Audit log and locks.
     pub state_dir: PathBuf,
     pub proxy: vzpkg_proxy::Config,
+    /// Container names for the wrapper commands → their root directories.
+    pub containers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for FileConfig {
@@ -24,6 +26,7 @@ impl Default for FileConfig {
             cache_dir: PathBuf::from("/var/cache/vzpkg"),
             state_dir: PathBuf::from("/var/lib/vzpkg"),
             proxy: vzpkg_proxy::Config::default(),
+            containers: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod config;
+mod container;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let broken_pipe = e
                 .chain()
@@ -30,7 +31,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status is the package manager's for wrapper commands.
+fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut file = config::FileConfig::load(cli.global.config.as_deref())?;
     if let Some(dir) = cli.global.cache_dir {
         file.cache_dir = dir;
@@ -38,8 +40,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = cli.global.state_dir {
         file.state_dir = dir;
     }
+    use commands::wrapper::{self, Request};
+    use vzpkg_adapters::apt::dpkg::Operation;
     match cli.command {
-        Command::Proxy(args) => commands::proxy::run(args, file),
+        Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
+        Command::Install { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Install(packages)), &args, &file),
+        Command::Remove { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Remove(packages)), &args, &file),
+        Command::Upgrade { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Upgrade(packages)), &args, &file),
+        Command::Update { ct, args } => wrapper::run(&ct, Request::Apt(Operation::Update), &args, &file),
+        Command::List { ct } => wrapper::run(&ct, Request::List, &Default::default(), &file),
+        Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),
     }
 }
 

@@ -1,6 +1,8 @@
 //! apt/dpkg repositories: which paths are packages, by-hash files or indexes, and which hosts
 //! an apt configuration (one-line `sources.list` or deb822 `.sources`) names.
 
+pub mod control;
+pub mod dpkg;
 pub mod packages;
 pub mod release;
 

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
         role    TEXT NOT NULL,
         source  TEXT NOT NULL
     );",
+    "ALTER TABLE expected ADD COLUMN archive_name TEXT;",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,8 @@ pub struct Expected {
     pub role: Role,
     /// The key of the index that vouched for it.
     pub source: String,
+    /// For a .deb: the name apt gives it in its archives directory.
+    pub archive_name: Option<String>,
 }
 
 /// The part a file plays in its repository's hash chain.
@@ -165,7 +168,7 @@ impl Catalog {
         }
         let mut expected = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT key, sha256, size, role, source FROM expected")?;
+            let mut stmt = conn.prepare("SELECT key, sha256, size, role, source, archive_name FROM expected")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -174,6 +177,7 @@ impl Catalog {
                         size: r.get(2)?,
                         role: Role::decode(&r.get::<_, String>(3)?),
                         source: r.get(4)?,
+                        archive_name: r.get(5)?,
                     },
                 ))
             })?;
@@ -341,11 +345,11 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
             }
             Write::Expect(learned) => {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO expected (key, sha256, size, role, source) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (key) DO UPDATE SET sha256 = ?2, size = ?3, role = ?4, source = ?5",
+                    "INSERT INTO expected (key, sha256, size, role, source, archive_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (key) DO UPDATE SET sha256 = ?2, size = ?3, role = ?4, source = ?5, archive_name = ?6",
                 )?;
                 for (key, e) in learned {
-                    stmt.execute(params![key, e.sha256, e.size, e.role.encode(), e.source])?;
+                    stmt.execute(params![key, e.sha256, e.size, e.role.encode(), e.source, e.archive_name])?;
                 }
             }
             Write::Verified(key) => {
@@ -401,6 +405,7 @@ mod tests {
             size: None,
             role: Role::AptPackages(Compression::Xz),
             source: "idx".into(),
+            archive_name: Some("a_1_all.deb".into()),
         };
         let (verified, dropped) = catalog.expect(vec![
             ("good".into(), expect("aa")),

@@ -16,6 +16,7 @@ mod service;
 mod store;
 mod target;
 mod verify;
+pub mod view;
 
 pub use config::{Config, UpstreamConfig};
 pub use error::Error;

@@ -25,6 +25,12 @@ impl Store {
         Ok(store)
     }
 
+    /// The store's paths under `root`, without creating or cleaning anything: for readers
+    /// beside a running proxy.
+    pub fn paths(root: &Path) -> Store {
+        Store { blobs: root.join("blobs"), tmp: root.join("tmp") }
+    }
+
     /// A new, empty temporary file for a download; it vanishes if dropped before `commit`.
     pub fn new_tmp(&self) -> io::Result<tempfile::NamedTempFile> {
         tempfile::Builder::new().prefix("dl-").tempfile_in(&self.tmp)

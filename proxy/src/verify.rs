@@ -70,6 +70,7 @@ impl Verifier {
             size: None,
             role: Role::Metadata,
             source: key.to_string(),
+            archive_name: None,
         })
     }
 
@@ -156,10 +157,17 @@ impl Verifier {
             }
             (_, Some(Role::AptPackages(compression))) => {
                 let text = decompress(compression, &read(blob)?).map_err(parse)?;
-                let files = apt::packages::parse(&text).map_err(parse)?;
+                let debs = apt::packages::parse(&text).map_err(parse)?;
                 // Filenames are relative to the archive root, the part before `/dists/`.
                 let archive = key.rsplit_once("/dists/").map(|(a, _)| a).unwrap_or(dir);
-                Ok(files.iter().map(|f| expect(archive, f, Role::Package, key)).collect())
+                Ok(debs
+                    .into_iter()
+                    .map(|deb| {
+                        let (k, mut e) = expect(archive, &deb.file, Role::Package, key);
+                        e.archive_name = deb.archive_name;
+                        (k, e)
+                    })
+                    .collect())
             }
             (_, Some(Role::RpmPrimary(compression))) => {
                 let text = decompress(compression, &read(blob)?).map_err(parse)?;
@@ -173,7 +181,13 @@ impl Verifier {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected = Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string() };
+    let expected = Expected {
+        sha256: file.sha256.clone(),
+        size: file.size,
+        role,
+        source: source.to_string(),
+        archive_name: None,
+    };
     (format!("{base}/{}", file.path), expected)
 }
 

@@ -7,8 +7,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let compression = [Compression::None, Compression::Gzip, Compression::Xz, Compression::Zstd][pick as usize % 4];
     if let Ok(text) = decompress(compression, rest) {
         if let Ok(files) = vzpkg_adapters::apt::packages::parse(&text) {
-            for f in files {
-                assert!(!f.path.starts_with('/') && !f.path.split('/').any(|s| s == ".."));
+            for deb in files {
+                let path = &deb.file.path;
+                assert!(!path.starts_with('/') && !path.split('/').any(|s| s == ".."));
             }
         }
     }

@@ -1,0 +1,160 @@
+//! What the wrapper needs to know of a dpkg/apt container: its lock files, the directory that
+//! means an interrupted dpkg, the installed set from dpkg's status file, and the apt-get and
+//! dpkg command lines for each operation.
+
+use super::control::{field, stanzas};
+
+/// Where dpkg's status file lives, relative to the container root.
+pub const STATUS: &str = "var/lib/dpkg/status";
+/// Non-empty when a dpkg run was interrupted: `dpkg --configure -a` must run first.
+pub const UPDATES_DIR: &str = "var/lib/dpkg/updates";
+/// Where apt keeps downloaded archives: the read-only view of the shared cache goes here.
+pub const ARCHIVES: &str = "var/cache/apt/archives";
+/// fcntl locks apt and dpkg take, in the order they take them. A file with no holder is
+/// harmless and must not be deleted.
+pub const LOCKS: &[&str] =
+    &["var/lib/dpkg/lock-frontend", "var/lib/dpkg/lock", "var/lib/apt/lists/lock", "var/cache/apt/archives/lock"];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Installed {
+    pub name: String,
+    pub arch: String,
+    pub version: String,
+}
+
+/// The packages dpkg's status file lists as installed.
+pub fn installed(status: &[u8]) -> Vec<Installed> {
+    let text = String::from_utf8_lossy(status);
+    let mut out: Vec<Installed> = stanzas(&text)
+        .filter(|s| field(s, "Status").is_some_and(|st| st.ends_with(" installed")))
+        .filter_map(|s| {
+            Some(Installed {
+                name: field(&s, "Package")?.to_string(),
+                arch: field(&s, "Architecture").unwrap_or("").to_string(),
+                version: field(&s, "Version")?.to_string(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The native architecture: dpkg's own.
+pub fn native_arch(installed: &[Installed]) -> Option<&str> {
+    installed.iter().find(|p| p.name == "dpkg").map(|p| p.arch.as_str())
+}
+
+/// What changed between two installed sets.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub installed: Vec<Installed>,
+    pub removed: Vec<Installed>,
+    /// (before, after)
+    pub changed: Vec<(Installed, Installed)>,
+}
+
+impl Changes {
+    pub fn between(before: &[Installed], after: &[Installed]) -> Changes {
+        let key = |p: &Installed| (p.name.clone(), p.arch.clone());
+        let old: std::collections::BTreeMap<_, _> = before.iter().map(|p| (key(p), p)).collect();
+        let new: std::collections::BTreeMap<_, _> = after.iter().map(|p| (key(p), p)).collect();
+        let mut changes = Changes::default();
+        for (k, p) in &new {
+            match old.get(k) {
+                None => changes.installed.push((*p).clone()),
+                Some(o) if o.version != p.version => changes.changed.push(((*o).clone(), (*p).clone())),
+                Some(_) => {}
+            }
+        }
+        changes.removed = old.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, p)| (*p).clone()).collect();
+        changes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The operations the wrapper runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    Install(Vec<String>),
+    Remove(Vec<String>),
+    /// Empty: everything.
+    Upgrade(Vec<String>),
+    Update,
+}
+
+/// apt-get's argv for an operation, with per-run options instead of edits to the container.
+pub fn apt_get(op: &Operation, assume_yes: bool, proxy: &str, user_agent: &str) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["apt-get".into()];
+    for option in [
+        format!("Acquire::http::Proxy={proxy}"),
+        "Acquire::https::Proxy=DIRECT".into(),
+        format!("Acquire::http::User-Agent={user_agent}"),
+        format!("Dir::Cache::Archives=/{ARCHIVES}/"),
+        // Archives come from the shared view; nothing is kept or cleaned in the container.
+        "APT::Keep-Downloaded-Packages=false".into(),
+    ] {
+        argv.push("-o".into());
+        argv.push(option);
+    }
+    if assume_yes {
+        argv.push("-y".into());
+    }
+    match op {
+        Operation::Install(pkgs) => argv.extend(std::iter::once("install".to_string()).chain(pkgs.iter().cloned())),
+        Operation::Remove(pkgs) => argv.extend(std::iter::once("remove".to_string()).chain(pkgs.iter().cloned())),
+        Operation::Upgrade(pkgs) if pkgs.is_empty() => argv.push("upgrade".into()),
+        Operation::Upgrade(pkgs) => {
+            argv.extend(["install", "--only-upgrade"].map(String::from).into_iter().chain(pkgs.iter().cloned()))
+        }
+        Operation::Update => argv.push("update".into()),
+    }
+    argv
+}
+
+/// Repairs an interrupted dpkg run.
+pub fn configure_pending() -> Vec<String> {
+    ["dpkg", "--configure", "-a"].map(String::from).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS_TEXT: &str = "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.22\n\n\
+        Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n\
+        Package: hello\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.10-3\n";
+
+    #[test]
+    fn reads_the_installed_set() {
+        let set = installed(STATUS_TEXT.as_bytes());
+        assert_eq!(set.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["dpkg", "hello"]);
+        assert_eq!(native_arch(&set), Some("amd64"));
+    }
+
+    #[test]
+    fn diffs_installed_sets() {
+        let before = installed(STATUS_TEXT.as_bytes());
+        let mut after = before.clone();
+        after.retain(|p| p.name != "hello");
+        after.push(Installed { name: "new".into(), arch: "all".into(), version: "1".into() });
+        after[0].version = "1.21.23".into();
+        let changes = Changes::between(&before, &after);
+        assert_eq!(changes.installed[0].name, "new");
+        assert_eq!(changes.removed[0].name, "hello");
+        assert_eq!(changes.changed[0].1.version, "1.21.23");
+        assert!(Changes::between(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn apt_argv_carries_the_per_run_options() {
+        let argv = apt_get(&Operation::Install(vec!["hello".into()]), true, "http://127.0.0.1:3142", "vzpkg-run/x");
+        assert_eq!(argv[0], "apt-get");
+        assert!(argv.contains(&"Acquire::http::Proxy=http://127.0.0.1:3142".to_string()));
+        assert_eq!(&argv[argv.len() - 3..], ["-y", "install", "hello"]);
+        let up = apt_get(&Operation::Upgrade(vec![]), false, "p", "u");
+        assert_eq!(up.last().unwrap(), "upgrade");
+    }
+}

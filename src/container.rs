@@ -1,0 +1,93 @@
+//! Containers as vzpkg reaches them: resolving CT to a root directory opened once, and reading
+//! files inside that root only through `openat2(RESOLVE_IN_ROOT)`, so that no symlink planted
+//! by the container can send a read, a write or a mount onto a host path.
+
+pub mod locks;
+pub mod relay;
+pub mod sandbox;
+pub mod syscall;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+
+pub struct Container {
+    /// As the operator named it, for messages.
+    pub name: String,
+    pub root_path: PathBuf,
+    /// `O_PATH` handle of the root, opened once; everything inside is resolved from it.
+    pub root: OwnedFd,
+}
+
+impl Container {
+    /// `dir:/path/to/rootfs`, or a name from the config's `[containers]` table.
+    pub fn resolve(spec: &str, named: &BTreeMap<String, PathBuf>) -> Result<Container> {
+        let path = if let Some(dir) = spec.strip_prefix("dir:") {
+            PathBuf::from(dir)
+        } else if let Some((kind, _)) = spec.split_once(':') {
+            bail!("container {spec:?}: the {kind}: form is not supported yet; use dir:/path/to/rootfs")
+        } else if let Some(path) = named.get(spec) {
+            path.clone()
+        } else {
+            bail!("unknown container {spec:?}: use dir:/path/to/rootfs, or name it under [containers] in the config")
+        };
+        if !path.is_absolute() {
+            bail!("container {spec:?}: {} is not an absolute path", path.display());
+        }
+        let fd = nix::fcntl::open(
+            &path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening container root {}", path.display()))?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let root = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Container { name: spec.to_string(), root_path: path, root })
+    }
+
+    /// Opens `rel` inside the root; symlinks resolve as they would for a process chrooted there.
+    pub fn open_in(&self, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = nix::fcntl::openat2(self.root.as_raw_fd(), rel, how)?;
+        // SAFETY: `openat2` just returned this descriptor and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The content of a file inside the root, or `None` when it does not exist.
+    pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        match self.open_in(rel, OFlag::O_RDONLY) {
+            Ok(fd) => {
+                let mut bytes = Vec::new();
+                std::fs::File::from(fd).read_to_end(&mut bytes).with_context(|| format!("reading {}", self.show(rel)))?;
+                Ok(Some(bytes))
+            }
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("opening {}", self.show(rel))),
+        }
+    }
+
+    /// Whether a directory inside the root has any entry.
+    pub fn dir_has_entries(&self, rel: &str) -> Result<bool> {
+        match self.open_in(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            Ok(fd) => {
+                let listing = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                let mut entries = std::fs::read_dir(listing).with_context(|| format!("listing {}", self.show(rel)))?;
+                Ok(entries.next().is_some())
+            }
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("opening {}", self.show(rel))),
+        }
+    }
+
+    /// `rel` as the operator sees it: under the root's host path.
+    pub fn show(&self, rel: &str) -> String {
+        Path::new(&self.root_path).join(rel).display().to_string()
+    }
+}

@@ -1,0 +1,35 @@
+//! The sandbox's only way out. A listener bound inside the sandbox's network namespace (on its
+//! own loopback) is handed to the host side, which relays each connection to the proxy. Nothing
+//! else is reachable from inside: the namespace has no other interface.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+
+/// Relays every connection accepted on `inside` to `proxy`, in background threads, for as long
+/// as the process lives.
+pub fn spawn(inside: TcpListener, proxy: SocketAddr) {
+    thread::spawn(move || {
+        for conn in inside.incoming() {
+            let Ok(client) = conn else { continue };
+            thread::spawn(move || {
+                if let Ok(upstream) = TcpStream::connect(proxy) {
+                    let _ = pipe(client, upstream);
+                }
+            });
+        }
+    });
+}
+
+fn pipe(client: TcpStream, upstream: TcpStream) -> io::Result<()> {
+    let (mut client_r, mut upstream_w) = (client.try_clone()?, upstream.try_clone()?);
+    let uploading = thread::spawn(move || {
+        let _ = io::copy(&mut client_r, &mut upstream_w);
+        let _ = upstream_w.shutdown(Shutdown::Write);
+    });
+    let (mut upstream_r, mut client_w) = (upstream, client);
+    let _ = io::copy(&mut upstream_r, &mut client_w);
+    let _ = client_w.shutdown(Shutdown::Write);
+    let _ = uploading.join();
+    Ok(())
+}
