@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests drive for real.
-packages=(dpkg-dev apt-utils gzip rpm createrepo-c dnf gcc gpg gpg-agent gpgv)
+packages=(dpkg-dev apt-utils gzip rpm createrepo-c dnf gcc gpg gpg-agent gpgv mmdebstrap python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,5 +21,17 @@ if ! command -v cargo >/dev/null; then
   echo "test.sh: cargo is missing: install a Rust toolchain (1.80 or newer), e.g. with rustup" >&2
   exit 1
 fi
+
+# A Debian root for the wrapper tests, made once with mmdebstrap and its default mirror, and
+# kept outside the repository so reruns are fast.
+rootfs=${VZPKG_TEST_ROOTFS:-/var/cache/vzpkg-tests/debian-apt.tar}
+if [ ! -f "$rootfs" ]; then
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-stable}")
+  echo "test.sh: making the test container root ($suite) at $rootfs" >&2
+  mkdir -p "$(dirname "$rootfs")"
+  mmdebstrap --quiet --variant=apt "$suite" "${rootfs%.tar}.part.tar"
+  mv "${rootfs%.tar}.part.tar" "$rootfs"
+fi
+export VZPKG_TEST_ROOTFS="$rootfs"
 
 cargo test --workspace --locked

@@ -7,3 +7,4 @@ mod clients;
 mod proxy;
 mod security;
 mod verify;
+mod wrapper;

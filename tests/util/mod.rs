@@ -7,6 +7,7 @@ pub mod clients;
 pub mod gpg;
 pub mod proxy;
 pub mod repo;
+pub mod rootfs;
 pub mod upstream;
 
 use std::path::Path;
@@ -101,4 +102,14 @@ pub fn status_json(proxy: &ProxyProcess) -> serde_json::Value {
     let (code, body) = get(&format!("{}/_vzpkg/status", proxy.url()));
     assert_eq!(code, 200);
     serde_json::from_slice(&body.unwrap()).unwrap()
+}
+
+/// Runs the `vzpkg` binary with `args`; returns (exit code, stdout, stderr).
+pub fn vzpkg(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vzpkg")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
