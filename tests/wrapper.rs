@@ -120,3 +120,109 @@ fn a_second_container_installs_from_the_view_without_downloading() {
     assert_eq!(requests("cache_hits"), hits, "apt read the archives from the view, not over HTTP");
     assert_eq!(requests("cache_misses"), misses);
 }
+
+/// sha256 and mode of every blob in the store.
+fn store_snapshot(cache: &Path) -> Vec<(String, String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut blobs = Vec::new();
+    for shard in std::fs::read_dir(cache.join("blobs")).unwrap() {
+        for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = blob.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            blobs.push((name, crate::util::sha256(&std::fs::read(&path).unwrap()), mode));
+        }
+    }
+    blobs.sort();
+    blobs
+}
+
+#[test]
+fn the_container_cannot_change_the_shared_store_or_remount_the_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    setup.ok("update", &[&root.ct()]);
+    setup.ok("install", &[&root.ct(), "vzt-alpha"]);
+    let before = store_snapshot(&setup.proxy.cache_dir);
+    assert_eq!(before.len(), 4, "Release, Packages.gz and two packages");
+
+    // The real mount tools, so that the attempts below are real attempts.
+    for tool in ["mount", "umount"] {
+        std::fs::copy(Path::new("/usr/bin").join(tool), root.path.join("usr/local/bin").join(tool)).unwrap();
+    }
+    let script = r#"cd /var/cache/apt/archives || exit 9
+        ls *.deb
+        for f in *.deb; do
+            echo junk >> "$f"; chmod 777 "$f"; truncate -s 0 "$f"
+            mv "$f" "$f.moved"; echo replaced > "$f"; rm -f "$f.moved" "$f"
+        done
+        echo planted > planted_1.0_all.deb
+        mount -o remount,rw /var/cache/apt/archives && echo REMOUNTED
+        umount -l /var/cache/apt/archives && echo UNMOUNTED
+        mount -t tmpfs none /mnt && echo MOUNTED
+        true"#;
+    let out = setup.ok("exec", &[&root.ct(), "--", "sh", "-c", script]);
+    assert!(out.contains("vzt-alpha_1.0_all.deb"), "the view was not visible:\n{out}");
+    assert!(out.contains("mount: "), "mount did not run:\n{out}");
+    for done in ["REMOUNTED", "UNMOUNTED", "MOUNTED"] {
+        assert!(!out.lines().any(|l| l == done), "{done}:\n{out}");
+    }
+    assert_eq!(store_snapshot(&setup.proxy.cache_dir), before, "the shared store changed");
+    // What the container wrote went to its private layer: the next run sees the view again.
+    let out = setup.ok("exec", &[&root.ct(), "--", "ls", "/var/cache/apt/archives"]);
+    assert!(out.contains("vzt-alpha_1.0_all.deb") && !out.contains("planted"), "{out}");
+    let views: Vec<_> = std::fs::read_dir(setup.proxy.cache_dir.join("views")).unwrap().collect();
+    assert!(views.is_empty(), "a run's view files were left behind");
+}
+
+#[test]
+fn a_symlinked_archive_directory_never_reaches_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let host_target = tmp.path().join("host-target");
+    std::fs::create_dir(&host_target).unwrap();
+    let relative = format!("../../../../../../../..{}", host_target.display());
+    for (i, link) in [host_target.display().to_string(), relative].iter().enumerate() {
+        let root = setup.root(&tmp.path().join(format!("ct{i}")));
+        let archives = root.path.join("var/cache/apt/archives");
+        std::fs::remove_dir_all(&archives).unwrap();
+        std::os::unix::fs::symlink(link, &archives).unwrap();
+        // The same path inside the root exists, so the run goes all the way through.
+        std::fs::create_dir_all(root.path.join(host_target.strip_prefix("/").unwrap())).unwrap();
+        let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+
+        setup.ok("update", &[&root.ct()]);
+        setup.ok("install", &[&root.ct(), "vzt-gamma"]);
+
+        assert_eq!(root.installed_version("vzt-gamma").as_deref(), Some("0.3"));
+        assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "something was written on the host via {link}");
+        assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before, "a mount was left on the host");
+    }
+}
+
+#[test]
+fn only_the_proxy_is_reachable_from_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let (up_port, proxy_port) = (setup.upstream.addr.port().to_string(), setup.proxy.addr.port().to_string());
+    let probe = r#"use IO::Socket::INET;
+        for my $p (@ARGV) {
+            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $p, Timeout => 5);
+            print "port $p ", ($s ? "open" : "closed"), "\n";
+        }
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 3142) or die "relay: $!";
+        print $s "GET /_vzpkg/status HTTP/1.0\r\n\r\n";
+        my $line = <$s>;
+        print "relay says $line";
+        open(my $dev, "<", "/proc/net/dev") or die;
+        while (<$dev>) { print "iface $1\n" if /^\s*(\w+):/ }"#;
+    let out = setup.ok("exec", &[&root.ct(), "--", "perl", "-e", probe, &up_port, &proxy_port, "22", "80"]);
+    assert!(out.contains(&format!("port {up_port} closed")), "the test upstream is reachable:\n{out}");
+    assert!(out.contains(&format!("port {proxy_port} closed")), "the host's proxy port is reachable directly:\n{out}");
+    assert!(out.contains("port 22 closed") && out.contains("port 80 closed"), "{out}");
+    assert!(out.contains("relay says HTTP/1.0 200"), "the proxy does not answer through the relay:\n{out}");
+    let interfaces: Vec<_> = out.lines().filter_map(|l| l.strip_prefix("iface ")).collect();
+    assert_eq!(interfaces, ["lo"], "{out}");
+}
