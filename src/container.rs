@@ -65,7 +65,9 @@ impl Container {
         match self.open_in(rel, OFlag::O_RDONLY) {
             Ok(fd) => {
                 let mut bytes = Vec::new();
-                std::fs::File::from(fd).read_to_end(&mut bytes).with_context(|| format!("reading {}", self.show(rel)))?;
+                std::fs::File::from(fd)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("reading {}", self.show(rel)))?;
                 Ok(Some(bytes))
             }
             Err(nix::errno::Errno::ENOENT) => Ok(None),

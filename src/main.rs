@@ -44,9 +44,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     use vzpkg_adapters::apt::dpkg::Operation;
     match cli.command {
         Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
-        Command::Install { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Install(packages)), &args, &file),
-        Command::Remove { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Remove(packages)), &args, &file),
-        Command::Upgrade { ct, packages, args } => wrapper::run(&ct, Request::Apt(Operation::Upgrade(packages)), &args, &file),
+        Command::Install { ct, packages, args } => {
+            wrapper::run(&ct, Request::Apt(Operation::Install(packages)), &args, &file)
+        }
+        Command::Remove { ct, packages, args } => {
+            wrapper::run(&ct, Request::Apt(Operation::Remove(packages)), &args, &file)
+        }
+        Command::Upgrade { ct, packages, args } => {
+            wrapper::run(&ct, Request::Apt(Operation::Upgrade(packages)), &args, &file)
+        }
         Command::Update { ct, args } => wrapper::run(&ct, Request::Apt(Operation::Update), &args, &file),
         Command::List { ct } => wrapper::run(&ct, Request::List, &Default::default(), &file),
         Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),

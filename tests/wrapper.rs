@@ -91,7 +91,11 @@ fn install_remove_upgrade_update_and_list_in_a_debian_root() {
     // The repository gains a newer alpha: update, then upgrade.
     let repo = setup.upstream.root.join("debian");
     deb_repo(&tmp.path().join("newer"), &[Pkg::new("vzt-alpha", "1.1", 310_000).depends("vzt-beta")]);
-    std::fs::copy(tmp.path().join("newer/pool/main/vzt-alpha_1.1_all.deb"), repo.join("pool/main/vzt-alpha_1.1_all.deb")).unwrap();
+    std::fs::copy(
+        tmp.path().join("newer/pool/main/vzt-alpha_1.1_all.deb"),
+        repo.join("pool/main/vzt-alpha_1.1_all.deb"),
+    )
+    .unwrap();
     deb_index(&repo);
     setup.ok("update", &[&ct]);
     let out = setup.ok("upgrade", &[&ct]);
@@ -197,7 +201,11 @@ fn a_symlinked_archive_directory_never_reaches_the_host() {
 
         assert_eq!(root.installed_version("vzt-gamma").as_deref(), Some("0.3"));
         assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "something was written on the host via {link}");
-        assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before, "a mount was left on the host");
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            mounts_before,
+            "a mount was left on the host"
+        );
     }
 }
 
@@ -225,4 +233,106 @@ fn only_the_proxy_is_reachable_from_inside() {
     assert!(out.contains("relay says HTTP/1.0 200"), "the proxy does not answer through the relay:\n{out}");
     let interfaces: Vec<_> = out.lines().filter_map(|l| l.strip_prefix("iface ")).collect();
     assert_eq!(interfaces, ["lo"], "{out}");
+}
+
+#[test]
+fn dpkg_locks_are_probed_never_deleted_and_an_interrupted_dpkg_is_repaired() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    setup.ok("update", &[&root.ct()]);
+
+    // Lock files nobody holds are harmless: the install goes ahead and leaves them in place.
+    let frontend = root.path.join("var/lib/dpkg/lock-frontend");
+    std::fs::write(&frontend, "").unwrap();
+    std::fs::write(root.path.join("var/lib/dpkg/lock"), "").unwrap();
+    setup.ok("install", &[&root.ct(), "vzt-gamma"]);
+    assert!(frontend.exists(), "a lock file was deleted");
+
+    // A held lock: vzpkg waits, then fails naming the holder.
+    let hold = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", hold])
+        .arg(&frontend)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "locked\n");
+    let (code, _, err) = setup.run("install", &["--timeout", "1", &root.ct(), "vzt-alpha"]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("held by pid {}", holder.id())) && err.contains("for 1 s"), "{err}");
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(root.installed_version("vzt-alpha"), None);
+
+    // An interrupted dpkg: its journal says gamma was only unpacked.
+    let status = std::fs::read_to_string(root.path.join("var/lib/dpkg/status")).unwrap();
+    let gamma = status.split("\n\n").find(|s| s.starts_with("Package: vzt-gamma\n")).unwrap();
+    let journal = gamma.replace("Status: install ok installed", "Status: install ok unpacked");
+    std::fs::write(root.path.join("var/lib/dpkg/updates/0001"), format!("{journal}\n")).unwrap();
+    assert_eq!(root.installed_version("vzt-gamma"), None, "the journal makes gamma unconfigured");
+    let out = setup.ok("install", &[&root.ct(), "vzt-alpha"]);
+    assert!(out.contains("running dpkg --configure -a first"), "{out}");
+    assert_eq!(root.installed_version("vzt-gamma").as_deref(), Some("0.3"), "gamma was configured");
+    assert_eq!(root.installed_version("vzt-alpha").as_deref(), Some("1.0"));
+    assert_eq!(std::fs::read_dir(root.path.join("var/lib/dpkg/updates")).unwrap().count(), 0);
+}
+
+#[test]
+fn commands_on_one_container_queue_and_on_two_containers_overlap() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let (a, b) = (setup.root(&tmp.path().join("a")), setup.root(&tmp.path().join("b")));
+    let gate = a.path.join("tmp/go");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cache = setup.proxy.cache_dir.display().to_string();
+    let spawn = |ct: &str, script: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vzpkg"))
+            .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
+            .args(["--proxy", &setup.proxy.url(), ct, "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // The first command holds container a until the test opens the gate.
+    let mut first = spawn(&a.ct(), "echo first-started; read line < /tmp/go; echo first-done");
+    let mut first_out = BufReader::new(first.stdout.take().unwrap());
+    let mut line = String::new();
+    first_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "first-started\n");
+
+    // A second command on a queues behind it, and says so.
+    let mut second = spawn(&a.ct(), "echo second-ran");
+    let mut second_err = BufReader::new(second.stderr.take().unwrap());
+    line.clear();
+    second_err.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting for another vzpkg command"), "{line}");
+
+    // Meanwhile a command on container b runs from start to end.
+    let out = setup.ok("exec", &[&b.ct(), "--", "echo", "other-ran"]);
+    assert!(out.contains("other-ran"));
+    assert!(
+        first.try_wait().unwrap().is_none() && second.try_wait().unwrap().is_none(),
+        "a finished before the gate opened"
+    );
+
+    std::fs::OpenOptions::new().write(true).open(&gate).unwrap().write_all(b"go\n").unwrap();
+    assert!(first.wait().unwrap().success());
+    line.clear();
+    first_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "first-done\n");
+    let second = second.wait_with_output().unwrap();
+    assert!(second.status.success());
+    assert_eq!(String::from_utf8_lossy(&second.stdout), "second-ran\n");
 }

@@ -181,13 +181,8 @@ impl Verifier {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected = Expected {
-        sha256: file.sha256.clone(),
-        size: file.size,
-        role,
-        source: source.to_string(),
-        archive_name: None,
-    };
+    let expected =
+        Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string(), archive_name: None };
     (format!("{base}/{}", file.path), expected)
 }
 

@@ -53,7 +53,8 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     let scratch = file.state_dir.join("scratch");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
-    let run_tag = format!("vzpkg/{} run/{}-{}", env!("CARGO_PKG_VERSION"), std::process::id(), crate::commands::now_millis());
+    let run_tag =
+        format!("vzpkg/{} run/{}-{}", env!("CARGO_PKG_VERSION"), std::process::id(), crate::commands::now_millis());
     let mut commands = Vec::new();
     if container.dir_has_entries(dpkg::UPDATES_DIR)? {
         eprintln!("vzpkg: dpkg was interrupted in {ct}; running dpkg --configure -a first");

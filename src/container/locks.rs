@@ -63,13 +63,8 @@ fn holder(container: &Container, rel: &str) -> Result<Option<i32>> {
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("opening lock file {}", container.show(rel))),
     };
-    let mut probe = libc::flock {
-        l_type: libc::F_WRLCK as i16,
-        l_whence: libc::SEEK_SET as i16,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
+    let mut probe =
+        libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
     nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETLK(&mut probe))
         .with_context(|| format!("probing lock {}", container.show(rel)))?;
     Ok((probe.l_type != libc::F_UNLCK as i16).then_some(probe.l_pid))
@@ -91,7 +86,11 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
                     );
                 }
                 if !told {
-                    eprintln!("vzpkg: /{rel} in {} is held by pid {pid}; waiting up to {} s", container.name, timeout.as_secs());
+                    eprintln!(
+                        "vzpkg: /{rel} in {} is held by pid {pid}; waiting up to {} s",
+                        container.name,
+                        timeout.as_secs()
+                    );
                     told = true;
                 }
                 std::thread::sleep(POLL);

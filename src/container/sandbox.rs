@@ -8,8 +8,8 @@
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -216,14 +216,24 @@ fn minimal_dev(sys: &Linux, root: &OwnedFd) -> Result<()> {
     .context("mounting /dev")?;
     let dev = open_in(root, "dev", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let node = nix::fcntl::openat(Some(dev.as_raw_fd()), name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o666))?;
+        let node = nix::fcntl::openat(
+            Some(dev.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )?;
         // SAFETY: `openat` just returned it.
         let node = unsafe { OwnedFd::from_raw_fd(node) };
         let host = PathBuf::from("/dev").join(name);
         sys.mount(Some(&host), &fd_path(node.as_raw_fd()), None, MsFlags::MS_BIND, None)
             .with_context(|| format!("binding /dev/{name}"))?;
     }
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), link)?;
     }
     nix::sys::stat::mkdirat(Some(dev.as_raw_fd()), "shm", Mode::from_bits_truncate(0o1777))?;
@@ -240,7 +250,8 @@ fn drop_capabilities() -> Result<()> {
     caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
     for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         let now = caps::read(None, set)?;
-        caps::set(None, set, &now.intersection(&keep).copied().collect()).with_context(|| format!("limiting {set:?}"))?;
+        caps::set(None, set, &now.intersection(&keep).copied().collect())
+            .with_context(|| format!("limiting {set:?}"))?;
     }
     Ok(())
 }
@@ -256,10 +267,16 @@ fn run_command(argv: &[String], env: &[(String, String)]) -> Result<i32> {
     let shell: Vec<CString> = ["sh", "-c", "exec \"$@\"", "sh"]
         .iter()
         .map(|s| CString::new(*s).expect("no NUL"))
-        .chain(argv.iter().map(|a| CString::new(a.as_str()).map_err(|_| anyhow!("NUL in argument {a:?}"))).collect::<Result<Vec<_>>>()?)
+        .chain(
+            argv.iter()
+                .map(|a| CString::new(a.as_str()).map_err(|_| anyhow!("NUL in argument {a:?}")))
+                .collect::<Result<Vec<_>>>()?,
+        )
         .collect();
-    let env: Vec<CString> =
-        env.iter().map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| anyhow!("NUL in {k}"))).collect::<Result<_>>()?;
+    let env: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| anyhow!("NUL in {k}")))
+        .collect::<Result<_>>()?;
     // SAFETY: single-threaded; the child only execs.
     match unsafe { fork() }? {
         ForkResult::Child => {
@@ -293,8 +310,12 @@ fn fd_path(fd: RawFd) -> PathBuf {
 }
 
 fn open_root(path: &Path) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .with_context(|| format!("reopening {}", path.display()))?;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("reopening {}", path.display()))?;
     // SAFETY: `open` just returned it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -319,7 +340,8 @@ fn open_in(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
 
 /// `ip link set lo up`, by ioctl.
 fn loopback_up() -> Result<()> {
-    let sock = socket::socket(socket::AddressFamily::Inet, socket::SockType::Datagram, socket::SockFlag::SOCK_CLOEXEC, None)?;
+    let sock =
+        socket::socket(socket::AddressFamily::Inet, socket::SockType::Datagram, socket::SockFlag::SOCK_CLOEXEC, None)?;
     // SAFETY: ifreq is plain data; the name fits with its NUL; the ioctls read and write only it.
     unsafe {
         let mut req: libc::ifreq = std::mem::zeroed();
@@ -339,7 +361,13 @@ fn loopback_up() -> Result<()> {
 
 fn send_fd(control: &UnixStream, fd: RawFd) -> Result<()> {
     let fds = [fd];
-    socket::sendmsg::<()>(control.as_raw_fd(), &[IoSlice::new(b"L")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
+    socket::sendmsg::<()>(
+        control.as_raw_fd(),
+        &[IoSlice::new(b"L")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
     Ok(())
 }
 

@@ -11,7 +11,11 @@ pub fn tarball() -> PathBuf {
     let path = std::env::var_os("VZPKG_TEST_ROOTFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/debian-apt.tar"));
-    assert!(path.is_file(), "no container tarball at {}: run contrib/test.sh (as root), which makes it with mmdebstrap", path.display());
+    assert!(
+        path.is_file(),
+        "no container tarball at {}: run contrib/test.sh (as root), which makes it with mmdebstrap",
+        path.display()
+    );
     path
 }
 

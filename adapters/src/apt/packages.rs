@@ -47,6 +47,9 @@ mod tests {
         assert_eq!(debs[0].file.path, "pool/main/a/a_1.0_all.deb");
         assert_eq!(debs[0].file.size, Some(10));
         assert_eq!(debs[0].archive_name.as_deref(), Some("a_1%3a1.0_all.deb"));
-        assert!(parse(b"Filename: a\nSize: ten\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n").is_err());
+        assert!(parse(
+            b"Filename: a\nSize: ten\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        )
+        .is_err());
     }
 }
