@@ -6,6 +6,7 @@ pub mod locks;
 pub mod relay;
 pub mod sandbox;
 pub mod syscall;
+pub mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -112,6 +112,12 @@ fn a_second_container_installs_from_the_view_without_downloading() {
     setup.ok("install", &[&first.ct(), "vzt-alpha"]);
     let debs_fetched = setup.upstream.count_ending(".deb");
     assert_eq!(debs_fetched, 2, "alpha and beta, once each");
+    let log = setup.proxy.log_text();
+    let request = log.lines().find(|l| l.contains("vzt-alpha_1.0_all.deb") && l.contains("status=200")).unwrap();
+    assert!(
+        request.contains("run=\"") && !request.contains("run=\"-\""),
+        "the run's request carries its tag: {request}"
+    );
 
     let second = setup.root(&tmp.path().join("ct2"));
     setup.ok("update", &[&second.ct()]);
@@ -335,4 +341,31 @@ fn commands_on_one_container_queue_and_on_two_containers_overlap() {
     let second = second.wait_with_output().unwrap();
     assert!(second.status.success());
     assert_eq!(String::from_utf8_lossy(&second.stdout), "second-ran\n");
+}
+
+#[test]
+fn on_a_terminal_the_command_gets_a_pty_of_its_own_and_no_host_descriptors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let cache = setup.proxy.cache_dir.display().to_string();
+    let inner = "test -t 0 && echo INNER-TTY; echo inner $(readlink /proc/self/fd/0); echo $(ls /proc/self/fd)";
+    let vzpkg_exec = format!(
+        "echo outer $(readlink /proc/self/fd/0); {} --config {} --cache-dir {cache} --state-dir {} exec --proxy {} {} -- sh -c '{inner}'",
+        env!("CARGO_BIN_EXE_vzpkg"),
+        setup.config,
+        setup.state,
+        setup.proxy.url(),
+        root.ct(),
+    );
+    // `script` runs it on a pty of its own, as an operator's terminal would.
+    let out = crate::util::run(std::process::Command::new("script").args(["-qec", &vzpkg_exec, "/dev/null"]));
+    let field = |name: &str| out.lines().find_map(|l| l.trim().strip_prefix(name).map(str::trim).map(str::to_string));
+    assert!(out.contains("INNER-TTY"), "{out}");
+    let (outer, inner) = (field("outer ").unwrap(), field("inner ").unwrap());
+    assert!(outer.starts_with("/dev/pts/") && inner.starts_with("/dev/pts/"), "{out}");
+    assert_ne!(outer, inner, "the command got the operator's terminal itself:\n{out}");
+    // stdin, stdout, stderr and the descriptor ls itself opens: nothing inherited from the host.
+    let fds = out.lines().find(|l| l.trim_start().starts_with("0 1 2")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(fds.split_whitespace().count(), 4, "{fds}");
 }

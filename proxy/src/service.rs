@@ -158,6 +158,7 @@ impl Proxy {
             outcome,
             started,
             bytes: 0,
+            run: run_tag(req.headers()),
             metrics: self.metrics.clone(),
         };
         resp.map(|body| log.count(body))
@@ -356,7 +357,17 @@ struct RequestLog {
     outcome: Outcome,
     started: Instant,
     bytes: u64,
+    /// The wrapper run that asked, from its User-Agent (`… run/ID`), so that bytes can be
+    /// attributed to a container operation.
+    run: Option<String>,
     metrics: Arc<Metrics>,
+}
+
+/// `run/ID` from a User-Agent such as `vzpkg/0.1.0 run/1234-1700000000000`.
+fn run_tag(headers: &hyper::HeaderMap) -> Option<String> {
+    let agent = headers.get(hyper::header::USER_AGENT)?.to_str().ok()?;
+    let id = agent.split_whitespace().find_map(|word| word.strip_prefix("run/"))?;
+    id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-').then(|| id.to_string())
 }
 
 impl RequestLog {
@@ -387,7 +398,23 @@ impl Drop for RequestLog {
             cache = self.outcome.as_str(),
             bytes = self.bytes,
             ms = self.started.elapsed().as_millis() as u64,
+            run = self.run.as_deref().unwrap_or("-"),
             "request"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_tags_come_from_the_user_agent() {
+        let mut headers = hyper::HeaderMap::new();
+        assert_eq!(run_tag(&headers), None);
+        headers.insert(hyper::header::USER_AGENT, "vzpkg/0.1.0 run/42-1700".parse().unwrap());
+        assert_eq!(run_tag(&headers).as_deref(), Some("42-1700"));
+        headers.insert(hyper::header::USER_AGENT, "evil run/a\"b".parse().unwrap());
+        assert_eq!(run_tag(&headers), None);
     }
 }

@@ -74,6 +74,7 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
         commands,
         env: guest_env(args.assume_yes, &inside_proxy),
         proxy,
+        pty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
     };
     let code = sandbox::run(&spec)?;
 

@@ -24,6 +24,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::syscall::{Linux, Syscall};
+use super::terminal;
 use super::Container;
 
 /// Where the relay listens inside the sandbox, on the sandbox's own loopback.
@@ -61,18 +62,22 @@ pub struct Spec<'a> {
     pub env: Vec<(String, String)>,
     /// Where the relay on the sandbox's loopback leads.
     pub proxy: SocketAddr,
+    /// Give the commands a pty of their own (vzpkg runs on a terminal).
+    pub pty: bool,
 }
 
 /// Runs the spec's commands in a fresh sandbox; returns the exit status of the last command
 /// that ran (128 + N for a signal).
 pub fn run(spec: &Spec) -> Result<i32> {
     let (parent_end, child_end) = UnixStream::pair().context("creating the sandbox's control socket")?;
+    let pty = if spec.pty { Some(terminal::open()?) } else { None };
     // SAFETY: no thread exists yet in this process (wrapper commands never start one before
     // this point), so the child may do anything the parent could.
     match unsafe { fork() }.context("forking the sandbox")? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = match sandbox_keeper(spec, &child_end) {
+            let slave = pty.map(|p| p.slave);
+            let code = match sandbox_keeper(spec, &child_end, slave.as_ref()) {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = (&child_end).write_all(format!("ERR {e:#}").as_bytes());
@@ -84,6 +89,12 @@ pub fn run(spec: &Spec) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(child_end);
+            let _raw = pty.map(|p| {
+                drop(p.slave);
+                let raw = terminal::RawMode::enter();
+                let _ = terminal::relay(p.master);
+                raw
+            });
             let listener = receive_listener(&parent_end);
             if let Ok(listener) = &listener {
                 super::relay::spawn(listener.try_clone()?, spec.proxy);
@@ -110,7 +121,7 @@ fn exit_code(status: WaitStatus) -> i32 {
 
 /// The first child: enters the new namespaces, hands the relay listener to the host side, and
 /// forks the process that becomes pid 1 of the new pid namespace.
-fn sandbox_keeper(spec: &Spec, control: &UnixStream) -> Result<i32> {
+fn sandbox_keeper(spec: &Spec, control: &UnixStream, pty: Option<&OwnedFd>) -> Result<i32> {
     die_with_parent()?;
     Linux
         .unshare(
@@ -128,7 +139,7 @@ fn sandbox_keeper(spec: &Spec, control: &UnixStream) -> Result<i32> {
     // SAFETY: this process has no threads either.
     match unsafe { fork() }.context("forking pid 1 of the sandbox")? {
         ForkResult::Child => {
-            let code = match inside(spec) {
+            let code = match inside(spec, pty) {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = (&*control).write_all(format!("ERR {e:#}").as_bytes());
@@ -143,7 +154,7 @@ fn sandbox_keeper(spec: &Spec, control: &UnixStream) -> Result<i32> {
 }
 
 /// Pid 1 of the sandbox: mounts, pivot, capabilities, then the commands.
-fn inside(spec: &Spec) -> Result<i32> {
+fn inside(spec: &Spec, pty: Option<&OwnedFd>) -> Result<i32> {
     die_with_parent()?;
     let sys = Linux;
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
@@ -195,7 +206,7 @@ fn inside(spec: &Spec) -> Result<i32> {
     drop_capabilities()?;
     let mut last = 0;
     for argv in &spec.commands {
-        last = run_command(argv, &spec.env)?;
+        last = run_command(argv, &spec.env, pty)?;
         if last != 0 {
             break;
         }
@@ -263,7 +274,7 @@ fn close_inherited_fds() {
 }
 
 /// Runs one command (through the container's /bin/sh, which finds it on PATH) and reaps it.
-fn run_command(argv: &[String], env: &[(String, String)]) -> Result<i32> {
+fn run_command(argv: &[String], env: &[(String, String)], pty: Option<&OwnedFd>) -> Result<i32> {
     let shell: Vec<CString> = ["sh", "-c", "exec \"$@\"", "sh"]
         .iter()
         .map(|s| CString::new(*s).expect("no NUL"))
@@ -280,6 +291,12 @@ fn run_command(argv: &[String], env: &[(String, String)]) -> Result<i32> {
     // SAFETY: single-threaded; the child only execs.
     match unsafe { fork() }? {
         ForkResult::Child => {
+            if let Some(slave) = pty {
+                if terminal::attach(slave).is_err() {
+                    // SAFETY: leaving the forked child.
+                    unsafe { libc::_exit(126) }
+                }
+            }
             close_inherited_fds();
             let _ = nix::unistd::execve(c"/bin/sh", &shell, &env);
             let _ = std::io::stderr().write_all(b"vzpkg: the container has no /bin/sh\n");
