@@ -369,3 +369,65 @@ fn on_a_terminal_the_command_gets_a_pty_of_its_own_and_no_host_descriptors() {
     let fds = out.lines().find(|l| l.trim_start().starts_with("0 1 2")).unwrap_or_else(|| panic!("{out}"));
     assert_eq!(fds.split_whitespace().count(), 4, "{fds}");
 }
+
+/// Every process below `pid`, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn killing_vzpkg_ends_the_sandbox_and_leaves_no_mount() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    nix::unistd::mkfifo(&root.path.join("tmp/go"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cache = setup.proxy.cache_dir.display().to_string();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
+        .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
+        .args(["--proxy", &setup.proxy.url(), &root.ct(), "--", "sh", "-c", "echo started; read line < /tmp/go"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let sandbox = descendants(run.id());
+    assert!(sandbox.len() >= 3, "keeper, pid 1 and the shell: {sandbox:?}");
+    let namespace = std::fs::read_link(format!("/proc/{}/ns/mnt", sandbox.last().unwrap())).unwrap();
+
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // The kernel delivers the sandbox's parent-death signal asynchronously: look until it is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sandbox.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        assert!(std::time::Instant::now() < deadline, "sandbox processes outlived vzpkg: {sandbox:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let still_in_namespace = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path().join("ns/mnt")).ok())
+        .any(|ns| ns == namespace);
+    assert!(!still_in_namespace, "a process still holds the sandbox's mount namespace");
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before);
+}
