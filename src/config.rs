@@ -61,6 +61,7 @@ mod tests {
         assert_eq!(config.proxy.listen.len(), 2);
         assert_eq!(config.proxy.remap["debian"].len(), 2);
         assert_eq!(config.proxy.index_ttl_secs, 30);
+        assert_eq!(config.containers["web1"], Path::new("/var/lib/lxc/web1/rootfs"));
     }
 
     #[test]

@@ -84,6 +84,14 @@ fn install_remove_upgrade_update_and_list_in_a_debian_root() {
     let list = setup.ok("list", &[&ct]);
     assert!(list.lines().any(|l| l == "vzt-alpha\t1.0\tall"), "{list}");
     assert!(list.lines().any(|l| l.starts_with("dpkg\t")), "{list}");
+    // A name from the config's [containers] reaches the same root.
+    std::fs::write(&setup.config, format!("[containers]\nweb = {:?}\n", root.path.display().to_string())).unwrap();
+    assert_eq!(setup.ok("list", &["web"]), list);
+
+    // The exit status is apt's own.
+    let (code, _, err) = setup.run("install", &[&ct, "no-such-package"]);
+    assert_eq!(code, 100, "{err}");
+    assert!(err.contains("Unable to locate package no-such-package"), "{err}");
 
     setup.ok("remove", &[&ct, "vzt-gamma"]);
     assert_eq!(root.installed_version("vzt-gamma"), None);
