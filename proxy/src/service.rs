@@ -115,10 +115,6 @@ impl Proxy {
         }))
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn allowed_hosts(&self) -> usize {
         self.access.allowed_hosts()
     }
