@@ -53,17 +53,33 @@ impl Container {
 
     /// Opens `rel` inside the root; symlinks resolve as they would for a process chrooted there.
     pub fn open_in(&self, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+        // openat2 refuses flags that do not go with O_PATH, where open() would ignore them.
+        let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
         let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .flags(flags | extra)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         let fd = nix::fcntl::openat2(self.root.as_raw_fd(), rel, how)?;
         // SAFETY: `openat2` just returned this descriptor and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// Opens a *regular* file inside the root. It is first opened as a bare path and checked:
+    /// opening a device node or FIFO the container planted could have effects on the host.
+    pub fn open_file_in(&self, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+        let path = self.open_in(rel, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
+        let stat = nix::sys::stat::fstat(path.as_raw_fd())?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(nix::errno::Errno::EINVAL);
+        }
+        let reopened = format!("/proc/self/fd/{}", path.as_raw_fd());
+        let fd = nix::fcntl::open(reopened.as_str(), flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY, Mode::empty())?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// The content of a file inside the root, or `None` when it does not exist.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
-        match self.open_in(rel, OFlag::O_RDONLY) {
+        match self.open_file_in(rel, OFlag::O_RDONLY) {
             Ok(fd) => {
                 let mut bytes = Vec::new();
                 std::fs::File::from(fd)

@@ -439,3 +439,24 @@ fn killing_vzpkg_ends_the_sandbox_and_leaves_no_mount() {
     assert!(!still_in_namespace, "a process still holds the sandbox's mount namespace");
     assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before);
 }
+
+#[test]
+fn a_lock_file_planted_as_a_device_is_never_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let lock = root.path.join("var/lib/dpkg/lock");
+    let _ = std::fs::remove_file(&lock);
+    // A character device (here the host's /dev/zero numbers) where dpkg's lock file should be.
+    nix::sys::stat::mknod(
+        &lock,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .unwrap();
+    let (code, _, err) = setup.run("install", &[&root.ct(), "vzt-gamma"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a regular file"), "{err}");
+    assert_eq!(root.installed_version("vzt-gamma"), None);
+}

@@ -58,9 +58,12 @@ pub fn host_lock(state_dir: &Path, container: &Container, timeout: Duration) -> 
 /// Who holds an fcntl write lock on a file inside the container, if anyone.
 fn holder(container: &Container, rel: &str) -> Result<Option<i32>> {
     // Opening for writing is needed to ask about write locks; nothing is written.
-    let fd = match container.open_in(rel, OFlag::O_RDWR | OFlag::O_NOFOLLOW) {
+    let fd = match container.open_file_in(rel, OFlag::O_RDWR) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ELOOP) => {
+            bail!("lock file {} is not a regular file: the container root looks tampered with", container.show(rel))
+        }
         Err(e) => return Err(e).with_context(|| format!("opening lock file {}", container.show(rel))),
     };
     let mut probe =
