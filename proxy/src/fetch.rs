@@ -279,6 +279,8 @@ impl Fetcher {
                 verified: expected.is_some() || trusted_root,
             },
         );
+        // Learned before the last byte goes out: by the time a client asks for what this index
+        // lists, the proxy knows what each file must hash to.
         self.learn(&target, &blob, trusted_root, expected.map(|e| e.role)).await;
         Ok(done)
     }

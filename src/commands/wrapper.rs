@@ -3,7 +3,7 @@
 //! view of the shared cache. Takes the host-side container lock, waits out the container's own
 //! dpkg locks (never deleting them), repairs an interrupted dpkg first, and reports what changed.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,9 +38,12 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     };
     let before = dpkg::installed(&status);
     if let Request::List = request {
+        // Written, not println!'d: `vzpkg list CT | head` must end quietly on a closed pipe.
+        let mut out = std::io::stdout().lock();
         for p in &before {
-            println!("{}\t{}\t{}", p.name, p.version, p.arch);
+            writeln!(out, "{}\t{}\t{}", p.name, p.version, p.arch)?;
         }
+        out.flush()?;
         return Ok(0);
     }
     let timeout = Duration::from_secs(args.timeout);
