@@ -329,3 +329,26 @@ async fn https_upstreams_are_fetched_with_tls_and_served_as_plain_http() {
     }
     assert_eq!(upstream.count(DEB), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_only_to_allowed_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mirror, content) = upstream_with_deb(&tmp.path().join("mirror"), 20_000);
+    std::fs::create_dir_all(tmp.path().join("front")).unwrap();
+    let front = Upstream::start(&tmp.path().join("front"));
+    front.redirect(DEB, &format!("{}{DEB}", mirror.url()));
+    let remap = remap(&front);
+
+    let strict = ProxyProcess::start(&tmp.path().join("cache1"), "", &["--remap", &remap]);
+    let refused = http().get(format!("{}{DEB}", strict.url())).send().await.unwrap();
+    assert_eq!(refused.status(), 502);
+    let why = refused.text().await.unwrap();
+    assert!(why.contains(&format!("--allow-host {}", mirror.host())), "{why}");
+    assert_eq!(mirror.count(DEB), 0, "a redirect to a host not allowed was followed");
+
+    let allowing =
+        ProxyProcess::start(&tmp.path().join("cache2"), "", &["--remap", &remap, "--allow-host", &mirror.host()]);
+    let body = http().get(format!("{}{DEB}", allowing.url())).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&body), sha256(&content));
+    assert_eq!(mirror.count(DEB), 1);
+}

@@ -33,7 +33,23 @@ impl Access {
         if config.allow_system_sources {
             hosts.extend(system_source_hosts());
         }
+        // Configuring a remap upstream allows its host.
+        for base in config.remap.values().flatten() {
+            if let Ok(url) = url::Url::parse(base) {
+                if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+                    hosts.insert(format!("{}:{port}", host.to_ascii_lowercase()));
+                }
+            }
+        }
         Access { clients: config.allow_clients.clone(), hosts }
+    }
+
+    /// Whether an upstream URL may be fetched (a redirect target, say).
+    pub fn url_allowed(&self, url: &url::Url) -> bool {
+        match (url.scheme(), url.host_str(), url.port_or_known_default()) {
+            ("http" | "https", Some(host), Some(port)) => self.host_allowed(&host.to_ascii_lowercase(), port),
+            _ => false,
+        }
     }
 
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
@@ -93,6 +109,19 @@ mod tests {
         assert!(access.host_allowed("127.0.0.1", 8080));
         assert!(!access.host_allowed("127.0.0.1", 8081));
         assert!(!access.host_allowed("other.example.org", 80));
+    }
+
+    #[test]
+    fn remap_upstreams_are_allowed_hosts() {
+        let config = Config {
+            allow_system_sources: false,
+            remap: [("d".to_string(), vec!["https://mirror.example.org:8443/debian".to_string()])].into(),
+            ..Config::default()
+        };
+        let access = Access::new(&config);
+        assert!(access.url_allowed(&"https://mirror.example.org:8443/debian/x".parse().unwrap()));
+        assert!(!access.url_allowed(&"https://mirror.example.org/debian/x".parse().unwrap()));
+        assert!(!access.url_allowed(&"ftp://mirror.example.org:8443/x".parse().unwrap()));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use vzpkg_adapters::FileKind;
 
+use crate::access::Access;
 use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected, Role};
 use crate::config::{Config, UpstreamConfig};
@@ -30,8 +31,25 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Upstream> {
+    pub fn new(config: &Config, access: Arc<Access>, metrics: Arc<Metrics>) -> Result<Upstream> {
+        // A redirect is a new upstream request: it must go to an allowed host like any other.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else if access.url_allowed(attempt.url()) {
+                attempt.follow()
+            } else {
+                let to = attempt.url();
+                let host = match to.port() {
+                    Some(port) => format!("{}:{port}", to.host_str().unwrap_or("")),
+                    None => to.host_str().unwrap_or("").to_string(),
+                };
+                let why = format!("redirected to {to}, whose host is not allowed: add `--allow-host {host}` to follow");
+                attempt.error(why)
+            }
+        });
         let mut builder = reqwest::Client::builder()
+            .redirect(redirects)
             .user_agent(concat!("vzpkg/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(config.upstream.connect_timeout_secs))
             .read_timeout(Duration::from_secs(config.upstream.low_speed_secs))

@@ -56,7 +56,7 @@ impl Outcome {
 
 pub struct Proxy {
     config: Config,
-    access: Access,
+    access: Arc<Access>,
     store: Arc<Store>,
     catalog: Arc<Catalog>,
     flights: Arc<Flights>,
@@ -87,9 +87,10 @@ impl Proxy {
         let catalog =
             Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
         let metrics = Arc::new(Metrics::new());
+        let access = Arc::new(Access::new(&config));
         let verifier = Arc::new(Verifier::new(config.keyrings.clone()));
         let fetcher = Arc::new(Fetcher {
-            upstream: Upstream::new(&config, metrics.clone())?,
+            upstream: Upstream::new(&config, access.clone(), metrics.clone())?,
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
@@ -101,7 +102,7 @@ impl Proxy {
             strict: config.strict,
         });
         Ok(Arc::new(Proxy {
-            access: Access::new(&config),
+            access,
             config,
             store,
             catalog,

@@ -33,6 +33,8 @@ struct State {
     cuts: HashMap<String, usize>,
     /// Range headers received, with their paths.
     ranges: Vec<(String, String)>,
+    /// Paths answered with a redirect to a URL.
+    redirects: HashMap<String, String>,
 }
 
 pub struct Upstream {
@@ -146,6 +148,11 @@ impl Upstream {
         self.state.lock().unwrap().cuts.insert(path.to_string(), at);
     }
 
+    /// From now on, `path` is answered `302 Found` to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.state.lock().unwrap().redirects.insert(path.to_string(), location.to_string());
+    }
+
     /// The Range headers `path` was asked with, in order.
     pub fn ranges(&self, path: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
@@ -180,6 +187,13 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
         *state.requests.entry(path.clone()).or_default() += 1;
         if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
             state.ranges.push((path.clone(), range.to_string()));
+        }
+        if let Some(location) = state.redirects.get(&path) {
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, location)
+                .body(empty())
+                .unwrap();
         }
         let cut = state.cuts.remove(&path);
         (state.gates.get(&path).map(|g| (g.first_part, g.open.clone())), cut)
