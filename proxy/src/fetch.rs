@@ -24,6 +24,9 @@ use crate::store::Store;
 use crate::target::Target;
 use crate::verify::{Root, Verifier};
 
+/// Index files up to this size are verified before their first byte is sent.
+const HOLD_WHOLE_MAX: u64 = 4 << 20;
+
 pub struct Upstream {
     client: reqwest::Client,
     config: UpstreamConfig,
@@ -228,9 +231,12 @@ impl Fetcher {
         let mut resumes = 0;
         // The last byte is held back until the file is verified and committed: a client that has
         // the whole file can rely on it being in the store, and nobody ever gets a complete bad file.
-        // Chain roots are small and may need a signature check: they are held back whole, so a
-        // bad one is answered with a clean 502 instead of a cut body.
-        let hold_whole = Root::of(&target.key).is_some();
+        // Chain roots, which may need a signature check, and small index files are held back
+        // whole, so a bad one is answered with a clean 502 instead of a cut body. Large ones
+        // stream: a client would time out waiting for the headers of a slow 10 MB index.
+        let small_index = matches!(target.kind, FileKind::Index | FileKind::ByHash)
+            && expected.as_ref().and_then(|e| e.size).is_some_and(|s| s <= HOLD_WHOLE_MAX);
+        let hold_whole = Root::of(&target.key).is_some() || small_index;
         let publish = |written: u64| {
             if hold_whole {
                 return;
