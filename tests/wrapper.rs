@@ -313,6 +313,7 @@ fn commands_on_one_container_queue_and_on_two_containers_overlap() {
         Command::new(env!("CARGO_BIN_EXE_vzpkg"))
             .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
             .args(["--proxy", &setup.proxy.url(), ct, "--", "sh", "-c", script])
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -414,6 +415,7 @@ fn killing_vzpkg_ends_the_sandbox_and_leaves_no_mount() {
     let mut run = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
         .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
         .args(["--proxy", &setup.proxy.url(), &root.ct(), "--", "sh", "-c", "echo started; read line < /tmp/go"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
