@@ -462,3 +462,19 @@ fn a_lock_file_planted_as_a_device_is_never_opened() {
     assert!(err.contains("is not a regular file"), "{err}");
     assert_eq!(root.installed_version("vzt-gamma"), None);
 }
+
+#[test]
+fn a_broken_root_gets_an_error_that_says_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    std::fs::remove_dir(root.path.join("proc")).unwrap();
+    let (code, _, err) = setup.run("exec", &[&root.ct(), "--", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("setting up the sandbox") && err.contains("the root has no /proc"), "{err}");
+
+    std::fs::remove_file(root.path.join("var/lib/dpkg/status")).unwrap();
+    let (code, _, err) = setup.run("install", &[&root.ct(), "vzt-gamma"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("has no dpkg database"), "{err}");
+}

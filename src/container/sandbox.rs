@@ -95,17 +95,17 @@ pub fn run(spec: &Spec) -> Result<i32> {
                 let _ = terminal::relay(p.master);
                 raw
             });
-            let listener = receive_listener(&parent_end);
-            if let Ok(listener) = &listener {
-                super::relay::spawn(listener.try_clone()?, spec.proxy);
+            // Either the relay listener arrives first, or the start of an error message.
+            let (listener, mut message) = receive_listener(&parent_end)?;
+            if let Some(listener) = listener {
+                super::relay::spawn(listener, spec.proxy);
             }
             let status = waitpid(child, None).context("waiting for the sandbox")?;
-            let mut message = String::new();
-            let _ = (&parent_end).read_to_string(&mut message);
+            let _ = (&parent_end).read_to_end(&mut message);
+            let message = String::from_utf8_lossy(&message);
             if let Some(err) = message.strip_prefix("ERR ") {
                 return Err(anyhow!("{err}")).context(format!("setting up the sandbox for {}", spec.container.name));
             }
-            listener.context("receiving the sandbox's relay listener")?;
             Ok(exit_code(status))
         }
     }
@@ -388,18 +388,25 @@ fn send_fd(control: &UnixStream, fd: RawFd) -> Result<()> {
     Ok(())
 }
 
-fn receive_listener(control: &UnixStream) -> Result<TcpListener> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
+/// The relay listener handed out by the sandbox; without one, the bytes read instead (the start
+/// of the sandbox's error message).
+fn receive_listener(control: &UnixStream) -> Result<(Option<TcpListener>, Vec<u8>)> {
+    let mut bytes = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut bytes)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let msg = socket::recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut listener = None;
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {
                 // SAFETY: the kernel just installed this descriptor for us.
-                return Ok(unsafe { TcpListener::from_raw_fd(fd) });
+                listener = Some(unsafe { TcpListener::from_raw_fd(fd) });
             }
         }
     }
-    Err(anyhow!("the sandbox did not hand out its relay listener"))
+    let read = msg.bytes;
+    // With the listener came its one-byte message; anything after it is already error text.
+    let skip = usize::from(listener.is_some()).min(read);
+    let leftover = bytes[skip..read].to_vec();
+    Ok((listener, leftover))
 }
