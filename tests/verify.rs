@@ -72,7 +72,8 @@ fn a_packages_file_that_does_not_match_its_release_is_refused() {
     // The Packages files change after Release was written: they no longer match it.
     let bin = root.join("dists/stable/main/binary-amd64");
     tamper(&bin.join("Packages"));
-    let (_, bad) = tamper(&bin.join("Packages.gz"));
+    tamper(&bin.join("Packages.gz"));
+    let (_, bad) = tamper(&bin.join("Packages.xz"));
 
     let base = format!("{}/debian", proxy.url());
     let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
@@ -83,7 +84,7 @@ fn a_packages_file_that_does_not_match_its_release_is_refused() {
     assert!(!ok, "apt found packages listed by an index that does not match Release:\n{out}");
     assert!(!check_store(&proxy.cache_dir).contains(&sha256(&bad)));
     // A small index is verified before its first byte: the client gets a clean 502.
-    let (status, body) = get(&format!("{base}/dists/stable/main/binary-amd64/Packages.gz"));
+    let (status, body) = get(&format!("{base}/dists/stable/main/binary-amd64/Packages.xz"));
     assert_eq!(status, 502);
     assert!(String::from_utf8_lossy(&body.unwrap()).contains("verification failed"));
 }

@@ -104,6 +104,16 @@ mod tests {
     }
 
     #[test]
+    fn zstd_frame() {
+        // `printf 'Package: z\n' | zstd -19`
+        let frame = [
+            0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x68, 0x59, 0x00, 0x00, 0x50, 0x61, 0x63, 0x6b, 0x61, 0x67, 0x65, 0x3a, 0x20,
+            0x7a, 0x0a, 0xe3, 0xce, 0x32, 0xf4,
+        ];
+        assert_eq!(decompress(Compression::of("x-primary.xml.zst"), &frame).unwrap(), b"Package: z\n");
+    }
+
+    #[test]
     fn names() {
         assert_eq!(Compression::of("Packages"), Compression::None);
         assert_eq!(Compression::of("x-primary.xml.zst"), Compression::Zstd);

@@ -89,6 +89,8 @@ pub fn deb_index_with(root: &Path, options: &IndexOptions) {
     let packages = run(Command::new("apt-ftparchive").arg("packages").arg("pool").current_dir(root));
     std::fs::write(bin.join("Packages"), &packages).unwrap();
     run(Command::new("gzip").args(["-9nkf"]).arg(bin.join("Packages")));
+    // apt prefers .xz when Release lists it: the proxy reads it too.
+    run(Command::new("xz").args(["-9kf"]).arg(bin.join("Packages")));
     // apt-ftparchive would list a Release left from an earlier run in the new one.
     for old in ["Release", "InRelease", "Release.gpg"] {
         let _ = std::fs::remove_file(dists.join(old));
@@ -158,7 +160,9 @@ pub fn rpm_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
         rpms.push(format!("Packages/noarch/{}-{}-1.noarch.rpm", p.name, p.version));
     }
     std::fs::remove_dir_all(&top).unwrap();
-    run(Command::new("createrepo_c").arg("--quiet").arg(root));
+    // xz-compressed metadata (Debian's createrepo_c has no zstd; the parser's zstd path has a
+    // unit test of its own).
+    run(Command::new("createrepo_c").args(["--quiet", "--general-compress-type=xz"]).arg(root));
     for rpm in &rpms {
         assert!(root.join(rpm).is_file(), "rpmbuild did not make {rpm}");
     }
