@@ -229,6 +229,7 @@ fn publish_generation(from: &std::path::Path, live: &std::path::Path) {
     }
     copy(&bin.join("Packages"));
     copy(&bin.join("Packages.gz"));
+    copy(&bin.join("Packages.xz"));
     copy(std::path::Path::new("dists/stable/Release"));
 }
 
