@@ -184,6 +184,7 @@ async fn range_and_conditional_requests_are_answered_from_the_cache() {
 
     let head = client.head(&url).send().await.unwrap();
     assert_eq!(head.headers()["content-length"], "100000");
+    assert_eq!(head.headers()["x-vzpkg-cache"], "hit");
     assert_eq!(upstream.count(DEB), 1, "everything after the first GET came from the cache");
     assert_eq!(counter(&proxy, "cache_hits").await, 9);
 }
@@ -351,4 +352,16 @@ async fn redirects_are_followed_only_to_allowed_hosts() {
     let body = http().get(format!("{}{DEB}", allowing.url())).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&body), sha256(&content));
     assert_eq!(mirror.count(DEB), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_of_a_file_not_stored_costs_no_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (upstream, _) = upstream_with_deb(tmp.path(), 300_000);
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
+    let head = http().head(format!("{}{DEB}", proxy.url())).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "300000");
+    assert_eq!(counter(&proxy, "bytes_from_upstream").await, 0, "a HEAD downloaded the file");
+    assert!(check_store(&proxy.cache_dir).is_empty());
 }

@@ -76,9 +76,19 @@ impl Upstream {
 
     /// GETs the first of `urls` that answers with content (or 304 to a conditional request).
     pub async fn get(&self, urls: &[String], validators: Option<&Entry>) -> Result<Response> {
+        self.send(reqwest::Method::GET, urls, validators).await
+    }
+
+    /// HEAD, with the same failover: for a client's HEAD of a file not stored, which should not
+    /// cost a download.
+    pub async fn head(&self, urls: &[String]) -> Result<Response> {
+        self.send(reqwest::Method::HEAD, urls, None).await
+    }
+
+    async fn send(&self, method: reqwest::Method, urls: &[String], validators: Option<&Entry>) -> Result<Response> {
         let mut last = Error::Upstream("no upstream URL".into());
         for url in urls {
-            let mut request = self.client.get(url);
+            let mut request = self.client.request(method.clone(), url);
             if let Some(entry) = validators {
                 if let Some(etag) = &entry.etag {
                     request = request.header(header::IF_NONE_MATCH, etag);
@@ -135,10 +145,11 @@ impl Upstream {
     }
 }
 
-pub fn head_of(headers: &HeaderMap, content_length: Option<u64>) -> Head {
+/// What a response's headers say; the length is the header's, which a HEAD answer keeps too.
+pub fn head_of(headers: &HeaderMap) -> Head {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     Head {
-        content_length,
+        content_length: text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
         content_type: text(header::CONTENT_TYPE),
         etag: text(header::ETAG),
         last_modified: text(header::LAST_MODIFIED),
@@ -217,7 +228,7 @@ impl Fetcher {
             return Ok(Progress::NotModified);
         }
         let url = resp.url().to_string();
-        let head = Arc::new(head_of(resp.headers(), resp.content_length()));
+        let head = Arc::new(head_of(resp.headers()));
         if let (Some(want), Some(got)) = (expected.as_ref().and_then(|e| e.size), head.content_length) {
             if want != got {
                 return Err(Error::Verify(format!("{url} is {got} bytes; its index says {want}")));

@@ -224,6 +224,11 @@ impl Proxy {
                 return Ok((resp, Outcome::Hit));
             }
         }
+        // A HEAD of a file not stored is answered by upstream's HEAD: no download for it.
+        if head_only && cached.is_none() {
+            let upstream = self.fetcher.upstream.head(&target.upstreams).await?;
+            return Ok((serve::passthrough(upstream, true), Outcome::Pass));
+        }
         let (mut rx, joined) = match self.flights.join(&target.key) {
             Joined::Leader(lead) => {
                 if let Err(e) = self.fetcher.backoff.check(&target.key) {
