@@ -105,6 +105,25 @@ impl Container {
         }
     }
 
+    /// Names (relative to the root) of the regular files in directory `rel` ending in `suffix`.
+    pub fn files_in(&self, rel: &str, suffix: &str) -> Result<Vec<String>> {
+        let fd = match self.open_in(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", self.show(rel))),
+        };
+        let listing = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(listing).with_context(|| format!("listing {}", self.show(rel)))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(suffix) {
+                names.push(format!("{}/{name}", rel.trim_end_matches('/')));
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// `rel` as the operator sees it: under the root's host path.
     pub fn show(&self, rel: &str) -> String {
         Path::new(&self.root_path).join(rel).display().to_string()

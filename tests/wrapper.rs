@@ -478,3 +478,29 @@ fn a_broken_root_gets_an_error_that_says_what_is_missing() {
     assert_ne!(code, 0);
     assert!(err.contains("has no dpkg database"), "{err}");
 }
+
+#[test]
+fn each_container_sees_only_the_builds_its_own_lists_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    // Two repositories with the same name, version, architecture and size, built differently.
+    let up = setup.upstream.root.clone();
+    deb_repo(&up.join("x"), &[Pkg::new("vzt-same", "1.0", 50_000)]);
+    deb_repo(&up.join("y"), &[Pkg::new("vzt-filler", "1", 10), Pkg::new("vzt-same", "1.0", 50_000)]);
+    let deb = "pool/main/vzt-same_1.0_all.deb";
+    let (x, y) = (std::fs::read(up.join("x").join(deb)).unwrap(), std::fs::read(up.join("y").join(deb)).unwrap());
+    assert_eq!(x.len(), y.len());
+    assert_ne!(x, y);
+
+    let url = setup.upstream.url();
+    let ct_x = Rootfs::new(&tmp.path().join("ctx"), &format!("deb [trusted=yes] {url}/x stable main"));
+    let ct_y = Rootfs::new(&tmp.path().join("cty"), &format!("deb [trusted=yes] {url}/y stable main"));
+    setup.ok("update", &[&ct_x.ct()]);
+    setup.ok("install", &[&ct_x.ct(), "vzt-same"]);
+    setup.ok("update", &[&ct_y.ct()]);
+    setup.ok("install", &[&ct_y.ct(), "vzt-same"]);
+
+    let data = |root: &Rootfs| std::fs::read(root.path.join("usr/share/vzt-same/data")).unwrap();
+    assert_ne!(data(&ct_x), data(&ct_y), "the second container got the first one's build");
+    assert_eq!(setup.upstream.count(&format!("/y/{deb}")), 1, "y's build came from y");
+}

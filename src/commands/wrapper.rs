@@ -51,8 +51,7 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     wait_for_guest_locks(&container, dpkg::LOCKS, timeout)?;
 
     let proxy = proxy_addr(&args.proxy)?;
-    let arch = dpkg::native_arch(&before).unwrap_or("amd64").to_string();
-    let view = ViewDir::build(&file.cache_dir, &[&arch, "all"])?;
+    let view = ViewDir::build(&file.cache_dir, &container)?;
     let scratch = file.state_dir.join("scratch");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
@@ -136,17 +135,32 @@ fn report(changes: &Changes) {
 struct ViewDir(PathBuf);
 
 impl ViewDir {
-    fn build(cache_dir: &Path, arches: &[&str]) -> Result<ViewDir> {
+    /// The archives this container's own package lists name, whose exact content (by sha256)
+    /// the shared cache holds verified. Two repositories that build the same
+    /// name_version_arch differently never mix: each container sees only its own.
+    fn build(cache_dir: &Path, container: &Container) -> Result<ViewDir> {
         let views = cache_dir.join("views");
         std::fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
         remove_stale_views(&views);
         let dir = views.join(format!("run-{}-{}", std::process::id(), crate::commands::now_millis()));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let view = ViewDir(dir);
-        let files = vzpkg_proxy::view::deb_view(cache_dir, arches).context("reading the cache index for the view")?;
-        for (name, blob) in files {
-            std::fs::hard_link(&blob, view.0.join(&name))
-                .with_context(|| format!("linking {} into the view", blob.display()))?;
+        let verified = vzpkg_proxy::view::Verified::read(cache_dir).context("reading the cache index for the view")?;
+        if verified.is_empty() {
+            return Ok(view);
+        }
+        for list in container.files_in(dpkg::LISTS, "_Packages")? {
+            let Some(text) = container.read(&list)? else { continue };
+            // A list the container mangled only narrows what it sees of the shared cache.
+            let Ok(debs) = vzpkg_adapters::apt::packages::parse(&text) else { continue };
+            for deb in debs {
+                let (Some(name), Some(blob)) = (deb.archive_name, verified.blob(&deb.file.sha256)) else { continue };
+                match std::fs::hard_link(&blob, view.0.join(&name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e).with_context(|| format!("linking {} into the view", blob.display())),
+                }
+            }
         }
         Ok(view)
     }

@@ -8,6 +8,8 @@ use super::control::{field, stanzas};
 pub const STATUS: &str = "var/lib/dpkg/status";
 /// Non-empty when a dpkg run was interrupted: `dpkg --configure -a` must run first.
 pub const UPDATES_DIR: &str = "var/lib/dpkg/updates";
+/// Where apt keeps the package lists `apt-get update` fetched (`*_Packages`, uncompressed).
+pub const LISTS: &str = "var/lib/apt/lists";
 /// Where apt keeps downloaded archives: the read-only view of the shared cache goes here.
 pub const ARCHIVES: &str = "var/cache/apt/archives";
 /// fcntl locks apt and dpkg take, in the order they take them. A file with no holder is
