@@ -32,6 +32,11 @@ impl Verified {
         Ok(Verified { hashes, store })
     }
 
+    /// Whether a blob with this sha256 is stored verified.
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.hashes.contains(sha256)
+    }
+
     /// Where the verified blob with this sha256 is, if the store has one.
     pub fn blob(&self, sha256: &str) -> Option<PathBuf> {
         let path = self.store.blob_path(sha256);

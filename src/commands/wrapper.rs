@@ -152,7 +152,8 @@ impl ViewDir {
         for list in container.files_in(dpkg::LISTS, "_Packages")? {
             let Some(text) = container.read(&list)? else { continue };
             // A list the container mangled only narrows what it sees of the shared cache.
-            let Ok(debs) = vzpkg_adapters::apt::packages::parse(&text) else { continue };
+            let parsed = vzpkg_adapters::apt::packages::parse_matching(&text, |sha| verified.contains(sha));
+            let Ok(debs) = parsed else { continue };
             for deb in debs {
                 let (Some(name), Some(blob)) = (deb.archive_name, verified.blob(&deb.file.sha256)) else { continue };
                 match std::fs::hard_link(&blob, view.0.join(&name)) {
