@@ -53,14 +53,7 @@ impl Container {
 
     /// Opens `rel` inside the root; symlinks resolve as they would for a process chrooted there.
     pub fn open_in(&self, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
-        // openat2 refuses flags that do not go with O_PATH, where open() would ignore them.
-        let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
-        let how = OpenHow::new()
-            .flags(flags | extra)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = nix::fcntl::openat2(self.root.as_raw_fd(), rel, how)?;
-        // SAFETY: `openat2` just returned this descriptor and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        open_beneath(&self.root, rel, flags)
     }
 
     /// Opens a *regular* file inside the root. It is first opened as a bare path and checked:
@@ -128,4 +121,16 @@ impl Container {
     pub fn show(&self, rel: &str) -> String {
         Path::new(&self.root_path).join(rel).display().to_string()
     }
+}
+
+/// Opens `rel` below the directory `root` with `openat2(RESOLVE_IN_ROOT)`: `..` and symlinks,
+/// absolute ones included, never leave it.
+pub fn open_beneath(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    // openat2 refuses flags that do not go with O_PATH, where open() would ignore them.
+    let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
+    let how =
+        OpenHow::new().flags(flags | extra).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how)?;
+    // SAFETY: `openat2` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use caps::{CapSet, Capability};
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -25,7 +25,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use super::syscall::{Linux, Syscall};
 use super::terminal;
-use super::Container;
+use super::{open_beneath as open_in, Container};
 
 /// Where the relay listens inside the sandbox, on the sandbox's own loopback.
 pub const RELAY_PORT: u16 = 3142;
@@ -344,15 +344,6 @@ fn same_directory(first: &OwnedFd, now: &OwnedFd) -> Result<()> {
         return Err(anyhow!("the container root was replaced while vzpkg was setting up; nothing was run"));
     }
     Ok(())
-}
-
-fn open_in(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how)?;
-    // SAFETY: `openat2` just returned it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `ip link set lo up`, by ioctl.
