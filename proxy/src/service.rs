@@ -212,7 +212,7 @@ impl Proxy {
                 || expected.is_some()
                 || now_secs().saturating_sub(entry.validated_at) < self.config.index_ttl_secs;
             if fresh {
-                if let Some(resp) = self.stored(target, headers, head_only).await? {
+                if let Some(resp) = self.stored(target, entry, headers, head_only).await? {
                     return Ok((resp, Outcome::Hit));
                 }
             }
@@ -251,10 +251,16 @@ impl Proxy {
         let answered = answer(&mut rx).await;
         self.metrics.waiting.dec();
         match answered {
-            Progress::NotModified => match self.stored(target, headers, head_only).await? {
-                Some(resp) => Ok((resp, Outcome::Revalidated)),
-                None => Err(Error::Upstream("cached copy vanished during revalidation; retry".into())),
-            },
+            Progress::NotModified => {
+                // Upstream confirmed the copy the revalidation was asked about.
+                let vanished = || Error::Upstream("cached copy vanished during revalidation; retry".into());
+                let entry = cached.clone().or_else(|| self.catalog.get(&target.key).filter(|e| agrees(e)));
+                let entry = entry.ok_or_else(vanished)?;
+                self.stored(target, &entry, headers, head_only)
+                    .await?
+                    .map(|r| (r, Outcome::Revalidated))
+                    .ok_or_else(vanished)
+            }
             Progress::Body { head, file, .. } => {
                 let (label, outcome) = if joined { ("joined", Outcome::Joined) } else { ("miss", Outcome::Miss) };
                 Ok((serve::flight(rx, &head, file, head_only, label), outcome))
@@ -262,9 +268,9 @@ impl Proxy {
             Progress::Failed { status, reason } => {
                 // An index that upstream cannot confirm right now is still better than nothing,
                 // as long as it agrees with the chain.
-                if status >= 500 && cached.is_some() {
+                if let (true, Some(entry)) = (status >= 500, &cached) {
                     tracing::warn!(key = %target.key, %reason, "upstream failed; serving the cached copy");
-                    if let Some(resp) = self.stored(target, headers, head_only).await? {
+                    if let Some(resp) = self.stored(target, entry, headers, head_only).await? {
                         return Ok((resp, Outcome::Hit));
                     }
                 }
@@ -299,22 +305,21 @@ impl Proxy {
             validated_at: now_secs(),
             verified: true,
         };
-        self.catalog.put(&target.key, entry);
-        self.stored(target, headers, head_only).await
+        self.catalog.put(&target.key, entry.clone());
+        self.stored(target, &entry, headers, head_only).await
     }
 
-    /// Serves the catalog's blob for `target`; `None` when there is none (any more).
+    /// Serves `entry`, the copy the caller checked, as `target`; `None` when its blob is gone
+    /// (removed behind our back), which also drops the entry so that the file is fetched again.
     async fn stored(
         &self,
         target: &Target,
+        entry: &Entry,
         headers: &hyper::HeaderMap,
         head_only: bool,
     ) -> Result<Option<Response<Body>>> {
-        let Some(entry) = self.catalog.get(&target.key) else {
-            return Ok(None);
-        };
         let path: PathBuf = self.store.blob_path(&entry.blob);
-        match serve::blob(&path, &entry, headers, head_only).await? {
+        match serve::blob(&path, entry, headers, head_only).await? {
             Some(resp) => {
                 self.catalog.hit(&target.key);
                 Ok(Some(resp))
