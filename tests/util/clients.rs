@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::run;
+use super::{run, try_run};
 
 /// How a client reaches the repository through the proxy.
 pub enum Via<'a> {
@@ -67,9 +67,7 @@ impl Apt {
 
     /// Runs apt-get; returns whether it succeeded and everything it printed.
     pub fn try_get(&self, args: &[&str]) -> (bool, String) {
-        let out = self.command(args).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        try_run(&mut self.command(args))
     }
 
     /// The .deb files apt downloaded, by file name.
@@ -123,9 +121,7 @@ impl Dnf {
 
     /// Runs dnf; returns whether it succeeded and everything it printed.
     pub fn try_run(&self, args: &[&str]) -> (bool, String) {
-        let out = self.command(args).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        try_run(&mut self.command(args))
     }
 
     /// The .rpm files dnf downloaded (under the install root: dnf prefixes its cachedir with it).
