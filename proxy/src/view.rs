@@ -43,10 +43,6 @@ impl Verified {
         (self.hashes.contains(sha256) && path.exists()).then_some(path)
     }
 
-    pub fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
     }

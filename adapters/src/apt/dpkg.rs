@@ -41,11 +41,6 @@ pub fn installed(status: &[u8]) -> Vec<Installed> {
     out
 }
 
-/// The native architecture: dpkg's own.
-pub fn native_arch(installed: &[Installed]) -> Option<&str> {
-    installed.iter().find(|p| p.name == "dpkg").map(|p| p.arch.as_str())
-}
-
 /// What changed between two installed sets.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
@@ -133,7 +128,6 @@ mod tests {
     fn reads_the_installed_set() {
         let set = installed(STATUS_TEXT.as_bytes());
         assert_eq!(set.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["dpkg", "hello"]);
-        assert_eq!(native_arch(&set), Some("amd64"));
     }
 
     #[test]
