@@ -92,6 +92,13 @@ pub struct WrapperArgs {
     /// The vzpkg proxy the container's package manager downloads through
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3142")]
     pub proxy: String,
+    /// Kill the run (the whole sandbox) after this many seconds
+    #[arg(long, value_name = "SECS")]
+    pub max_time: Option<u64>,
+    /// Run the guest as the host's real root when its filesystem cannot be idmapped (seccomp,
+    /// the masked /proc and the cgroup still apply); see README
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 #[derive(Debug, Args)]

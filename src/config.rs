@@ -18,6 +18,35 @@ pub struct FileConfig {
     pub proxy: vzpkg_proxy::Config,
     /// Container names for the wrapper commands → their root directories.
     pub containers: std::collections::BTreeMap<String, PathBuf>,
+    pub sandbox: SandboxConfig,
+}
+
+/// `[sandbox]`: how the wrapper confines a container's package manager.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// First host uid and gid of the 65536 the guest runs as [default: the `vzpkg` entry of
+    /// /etc/subuid and /etc/subgid, else 1879048192].
+    pub id_base: Option<u32>,
+    /// Run the guest as the host's real root on filesystems that cannot be idmapped.
+    pub privileged: bool,
+    /// Processes and threads one run may have at once.
+    pub pids_max: u64,
+    /// Bytes of memory one run may use (its tmpfs downloads included).
+    pub memory_max: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let limits = crate::container::cgroup::Limits::default();
+        SandboxConfig { id_base: None, privileged: false, pids_max: limits.pids_max, memory_max: limits.memory_max }
+    }
+}
+
+impl SandboxConfig {
+    pub fn limits(&self) -> crate::container::cgroup::Limits {
+        crate::container::cgroup::Limits { pids_max: self.pids_max, memory_max: self.memory_max }
+    }
 }
 
 impl Default for FileConfig {
@@ -27,6 +56,7 @@ impl Default for FileConfig {
             state_dir: PathBuf::from("/var/lib/vzpkg"),
             proxy: vzpkg_proxy::Config::default(),
             containers: Default::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }

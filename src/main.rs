@@ -1,10 +1,12 @@
 //! The `vzpkg` binary: parses the command line, sets up logging, runs the subcommand, and
 //! prints any error as a chain of causes with a non-zero exit.
 
+mod backend;
 mod cli;
 mod commands;
 mod config;
 mod container;
+mod untrusted;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -40,20 +42,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(dir) = cli.global.state_dir {
         file.state_dir = dir;
     }
+    use backend::Operation;
     use commands::wrapper::{self, Request};
-    use vzpkg_adapters::apt::dpkg::Operation;
     match cli.command {
         Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
         Command::Install { ct, packages, args } => {
-            wrapper::run(&ct, Request::Apt(Operation::Install(packages)), &args, &file)
+            wrapper::run(&ct, Request::Package(Operation::Install(packages)), &args, &file)
         }
         Command::Remove { ct, packages, args } => {
-            wrapper::run(&ct, Request::Apt(Operation::Remove(packages)), &args, &file)
+            wrapper::run(&ct, Request::Package(Operation::Remove(packages)), &args, &file)
         }
         Command::Upgrade { ct, packages, args } => {
-            wrapper::run(&ct, Request::Apt(Operation::Upgrade(packages)), &args, &file)
+            wrapper::run(&ct, Request::Package(Operation::Upgrade(packages)), &args, &file)
         }
-        Command::Update { ct, args } => wrapper::run(&ct, Request::Apt(Operation::Update), &args, &file),
+        Command::Update { ct, args } => wrapper::run(&ct, Request::Package(Operation::Update), &args, &file),
         Command::List { ct } => wrapper::run(&ct, Request::List, &Default::default(), &file),
         Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),
     }

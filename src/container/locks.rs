@@ -3,7 +3,6 @@
 //! without ever deleting them: a lock file nobody holds is harmless.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,14 +23,10 @@ pub struct HostLock(#[allow(dead_code)] File);
 pub fn host_lock(state_dir: &Path, container: &Container, timeout: Duration) -> Result<HostLock> {
     let dir = state_dir.join("locks");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // One lock file per root path, named so an operator can tell which is which.
-    let name: String = container
-        .root_path
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
-        .collect();
-    let path = dir.join(format!("{name}.lock"));
+    // One lock file per container identity (device and inode of its root), so two spellings
+    // of one root — a symlink, a config name, a bind mount — share one lock.
+    let (dev, ino) = container.identity;
+    let path = dir.join(format!("root-{dev:x}-{ino:x}.lock"));
     let file = File::create(&path).with_context(|| format!("creating lock file {}", path.display()))?;
     let started = Instant::now();
     let mut told = false;
@@ -68,7 +63,7 @@ fn holder(container: &Container, rel: &str) -> Result<Option<i32>> {
     };
     let mut probe =
         libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
-    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETLK(&mut probe))
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETLK(&mut probe))
         .with_context(|| format!("probing lock {}", container.show(rel)))?;
     Ok((probe.l_type != libc::F_UNLCK as i16).then_some(probe.l_pid))
 }
@@ -84,7 +79,7 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
                 if waited >= timeout {
                     let who = if pid > 0 { format!("pid {pid}") } else { "a process".to_string() };
                     bail!(
-                        "dpkg lock /{rel} held by {who} in the container for {} s: wait for it to finish or stop it, then retry (or raise --timeout)",
+                        "package manager lock /{rel} held by {who} in the container for {} s: wait for it to finish or stop it, then retry (or raise --timeout)",
                         waited.as_secs()
                     );
                 }

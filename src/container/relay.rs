@@ -1,21 +1,35 @@
 //! The sandbox's only way out. A listener bound inside the sandbox's network namespace (on its
 //! own loopback) is handed to the host side, which relays each connection to the proxy. Nothing
-//! else is reachable from inside: the namespace has no other interface.
+//! else is reachable from inside: the namespace has no other interface. The guest may open
+//! only so many connections at once; past that, new ones are closed at once.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
+
+/// Connections relayed at once (two threads each); apt opens a few, dnf up to ten.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Relays every connection accepted on `inside` to `proxy`, in background threads, for as long
 /// as the process lives.
 pub fn spawn(inside: TcpListener, proxy: SocketAddr) {
+    let open = Arc::new(AtomicUsize::new(0));
     thread::spawn(move || {
         for conn in inside.incoming() {
             let Ok(client) = conn else { continue };
+            if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::SeqCst);
+                drop(client);
+                continue;
+            }
+            let open = open.clone();
             thread::spawn(move || {
                 if let Ok(upstream) = TcpStream::connect(proxy) {
                     let _ = pipe(client, upstream);
                 }
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });

@@ -24,20 +24,6 @@ pub fn open() -> Result<Pty> {
     Ok(Pty { master: pty.master, slave: pty.slave })
 }
 
-/// In the command's process, before exec: a new session whose controlling terminal is the
-/// slave, which also becomes stdin, stdout and stderr.
-pub fn attach(slave: &OwnedFd) -> nix::Result<()> {
-    nix::unistd::setsid()?;
-    // SAFETY: TIOCSCTTY takes an int argument; the descriptor is a terminal.
-    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    for target in 0..3 {
-        nix::unistd::dup2(slave.as_raw_fd(), target)?;
-    }
-    Ok(())
-}
-
 /// Puts the operator's terminal in raw mode until dropped.
 pub struct RawMode(Option<Termios>);
 

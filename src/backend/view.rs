@@ -1,0 +1,125 @@
+//! A run's view of the shared cache on the host: a directory of hard links to verified blobs
+//! under the package manager's names, on the cache's own filesystem (an overlay layer cannot be
+//! assembled from scattered files). Names come from the guest's lists, so each is checked to be
+//! one plain file name and linked relative to the directory's descriptor: nothing is ever
+//! created outside it. Only root can reach it; it is mounted read-only inside the sandbox
+//! alone and removed when the run ends (or, after a crash, by the next run).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+pub struct ViewDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl ViewDir {
+    /// A new empty view under `CACHE/views`, clearing views of runs whose process is gone.
+    pub fn create(cache_dir: &Path) -> Result<ViewDir> {
+        let views = cache_dir.join("views");
+        std::fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
+        std::fs::set_permissions(&views, std::fs::Permissions::from_mode(0o700))?;
+        remove_stale_views(&views);
+        let path = views.join(format!("run-{}-{}", std::process::id(), crate::commands::now_millis()));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        // Readable by the sandbox's unprivileged root when the view cannot be idmapped.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        let fd = nix::fcntl::open(
+            &path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", path.display()))?;
+        Ok(ViewDir { path, fd })
+    }
+
+    /// Links `blob` into the view as `name`; a name that is not one safe file name is skipped.
+    pub fn link(&self, name: &str, blob: &Path) -> Result<()> {
+        if !is_plain_file_name(name) {
+            tracing::warn!(name = %crate::untrusted::printable(name, 300), "skipping a package list entry with an unsafe archive name");
+            return Ok(());
+        }
+        let blob_fd = nix::fcntl::open(blob, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {}", blob.display()))?;
+        // Blobs are host root's and read-only for everyone (older stores made them 0600).
+        let stat = nix::sys::stat::fstat(&blob_fd)?;
+        if stat.st_mode & 0o7777 != 0o444 {
+            nix::sys::stat::fchmod(&blob_fd, Mode::from_bits_truncate(0o444))?;
+        }
+        let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&blob_fd));
+        match nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            source.as_str(),
+            self.fd.as_fd(),
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("linking {} into the view", blob.display())),
+        }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl Drop for ViewDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One entry of a directory: no `/`, no leading `.` (so neither `.` nor `..`), no NUL or
+/// control characters, and short enough for any filesystem.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_control())
+}
+
+/// Views left by runs whose process is gone.
+fn remove_stale_views(views: &Path) {
+    let Ok(entries) = std::fs::read_dir(views) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("run-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_are_linked() {
+        for bad in ["", ".", "..", ".hidden", "a/b", "/etc/passwd", "../../x", "a\nb", &"x".repeat(256)] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+        assert!(is_plain_file_name("apt_1%3a2.6.1_amd64.deb"));
+
+        let cache = tempfile::tempdir().unwrap();
+        let blob = cache.path().join("blob");
+        std::fs::write(&blob, b"deb").unwrap();
+        let view = ViewDir::create(cache.path()).unwrap();
+        for name in ["../escaped.deb", "/tmp/abs.deb", "ok_1_all.deb"] {
+            view.link(name, &blob).unwrap();
+        }
+        let listing: Vec<_> = std::fs::read_dir(&view.path).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(listing, ["ok_1_all.deb"]);
+        assert!(!cache.path().join("views/escaped.deb").exists());
+        assert_eq!(std::fs::metadata(&blob).unwrap().permissions().mode() & 0o7777, 0o444);
+    }
+}

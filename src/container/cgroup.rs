@@ -1,0 +1,172 @@
+//! A cgroup per sandbox run, with a pids and a memory limit, killed and removed as a whole when
+//! the run ends. cgroup v2 (a `vzpkg` parent under the unified root) where the controllers are
+//! there, else the v1 `pids` and `memory` hierarchies (nested under vzpkg's own cgroup, so any
+//! limit already placed on vzpkg still applies). A fork bomb or a memory hog inside a container
+//! ends that run and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The limits of one run (config `[sandbox]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Processes and threads at once.
+    pub pids_max: u64,
+    /// Bytes of memory (page cache included, as the kernel counts it).
+    pub memory_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { pids_max: 4096, memory_max: 4 << 30 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Version {
+    V2,
+    V1,
+}
+
+/// One run's cgroup: a directory per hierarchy (one on v2, `pids` and `memory` on v1).
+#[derive(Debug)]
+pub struct RunCgroup {
+    version: Version,
+    dirs: Vec<PathBuf>,
+}
+
+impl RunCgroup {
+    /// Creates the run's cgroup with `limits`; removes what earlier runs that died left.
+    pub fn create(name: &str, limits: &Limits) -> Result<RunCgroup> {
+        let unified = Path::new(ROOT).join("cgroup.controllers");
+        let cgroup = if std::fs::read_to_string(&unified).is_ok_and(|c| has_words(&c, &["pids", "memory"])) {
+            let parent = Path::new(ROOT).join("vzpkg");
+            mkdir(&parent)?;
+            for dir in [Path::new(ROOT), &parent] {
+                write(&dir.join("cgroup.subtree_control"), "+pids +memory")?;
+            }
+            remove_stale(&parent);
+            let dir = parent.join(name);
+            mkdir(&dir)?;
+            let cgroup = RunCgroup { version: Version::V2, dirs: vec![dir.clone()] };
+            write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+            write(&dir.join("memory.max"), &limits.memory_max.to_string())?;
+            cgroup
+        } else {
+            let mut dirs = Vec::new();
+            for controller in ["pids", "memory"] {
+                let hierarchy = Path::new(ROOT).join(controller);
+                if !hierarchy.join("cgroup.procs").exists() {
+                    bail!(
+                        "no cgroup {controller} controller at {} (v1) or {ROOT} (v2): vzpkg limits each run with one",
+                        hierarchy.display()
+                    );
+                }
+                let parent = hierarchy.join(own_v1_path(controller)?.trim_start_matches('/')).join("vzpkg");
+                mkdir(&parent)?;
+                remove_stale(&parent);
+                let dir = parent.join(name);
+                mkdir(&dir)?;
+                dirs.push(dir);
+            }
+            let cgroup = RunCgroup { version: Version::V1, dirs };
+            write(&cgroup.dirs[0].join("pids.max"), &limits.pids_max.to_string())?;
+            write(&cgroup.dirs[1].join("memory.limit_in_bytes"), &limits.memory_max.to_string())?;
+            cgroup
+        };
+        Ok(cgroup)
+    }
+
+    /// Moves `pid` (and so everything it will start) into the run's cgroup.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for dir in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The host paths of the run's cgroup, for messages and tests.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Whether the kernel killed a process of this run for going over the memory limit.
+    pub fn oom_killed(&self) -> bool {
+        let (file, dir) = match self.version {
+            Version::V2 => ("memory.events", &self.dirs[0]),
+            Version::V1 => ("memory.oom_control", &self.dirs[1]),
+        };
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        text.lines().any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+    }
+
+    /// Kills every process left in the run's cgroup and removes it. Idempotent.
+    pub fn kill_and_remove(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for dir in &self.dirs {
+            if !dir.exists() {
+                continue;
+            }
+            if self.version == Version::V2 {
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            }
+            // v1 has no cgroup.kill; on v2 this only waits for the kill to land.
+            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+                for pid in procs(dir) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+fn procs(dir: &Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Removes run cgroups under `parent` that no process uses any more (left by a killed keeper).
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with("run-") && path.is_dir() && procs(&path).is_empty() {
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}
+
+/// This process's own cgroup in the v1 hierarchy of `controller`.
+fn own_v1_path(controller: &str) -> Result<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        if controllers.split(',').any(|c| c == controller) {
+            return Ok(path.to_string());
+        }
+    }
+    Ok("/".to_string())
+}
+
+fn has_words(text: &str, words: &[&str]) -> bool {
+    words.iter().all(|w| text.split_whitespace().any(|t| t == *w))
+}
+
+fn mkdir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("creating cgroup {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn write(file: &Path, value: &str) -> Result<()> {
+    std::fs::write(file, value).with_context(|| format!("writing {value:?} to {}", file.display()))
+}

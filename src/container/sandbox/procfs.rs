@@ -1,0 +1,58 @@
+//! The sandbox's /proc: a fresh proc filesystem of its own pid namespace, with runc's masked
+//! paths covered (kernel memory, keys, timers, the kernel log…) and the paths that reach global
+//! kernel state (/proc/sys, irq, bus, fs, sysrq-trigger) read-only. Built by descriptors only.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
+
+use crate::container::syscall::{attr, Syscall};
+
+/// Files hidden behind the host's /dev/null.
+const MASKED_FILES: &[&str] =
+    &["kcore", "keys", "kmsg", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts"];
+/// Directories hidden behind an empty read-only tmpfs.
+const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi"];
+/// Made read-only: writing there changes the host's kernel, not the container's.
+const READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// Mounts /proc inside `root`; `host_dev` is the host's /dev, for its null device.
+pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Result<()> {
+    let target = sys
+        .open_beneath(root, "proc", OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .context("the container root has no /proc directory")?;
+    let proc = sys.new_filesystem("proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC).context("mounting proc")?;
+    sys.attach(proc.as_fd(), target.as_fd()).context("attaching /proc")?;
+    // From here `proc` is the attached /proc: every path below is resolved from it.
+    for name in MASKED_FILES {
+        let Some(file) = existing(sys, proc.as_fd(), name)? else { continue };
+        let null = sys.clone_tree(host_dev, "null").context("cloning /dev/null")?;
+        sys.attach(null.as_fd(), file.as_fd()).with_context(|| format!("masking /proc/{name}"))?;
+    }
+    for name in MASKED_DIRS {
+        let Some(dir) = existing(sys, proc.as_fd(), name)? else { continue };
+        let empty = sys.new_filesystem(
+            "tmpfs",
+            &[("size", "0"), ("mode", "0555")],
+            attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC,
+        )?;
+        sys.attach(empty.as_fd(), dir.as_fd()).with_context(|| format!("masking /proc/{name}"))?;
+    }
+    for name in READ_ONLY {
+        let Some(place) = existing(sys, proc.as_fd(), name)? else { continue };
+        let tree = sys.clone_tree(proc.as_fd(), name)?;
+        sys.set_mount_attrs(tree.as_fd(), attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC, None)
+            .with_context(|| format!("making /proc/{name} read-only"))?;
+        sys.attach(tree.as_fd(), place.as_fd()).with_context(|| format!("making /proc/{name} read-only"))?;
+    }
+    Ok(())
+}
+
+fn existing(sys: &impl Syscall, proc: BorrowedFd, name: &str) -> Result<Option<std::os::fd::OwnedFd>> {
+    match sys.open_beneath(proc, name, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening /proc/{name}")),
+    }
+}
