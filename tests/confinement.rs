@@ -1,6 +1,6 @@
 //! A hostile container against `vzpkg exec`: the attacks that reach through mount and pid
 //! namespaces when the guest is real root (file handles, global sysctls, keyrings, device
-//! nodes, pid 1 of the sandbox, signals, the caller's terminal) must all fail.
+//! nodes, pid 1 of the sandbox, signals, the caller's terminal, package names) must all fail.
 //! Each test runs tests/confinement/probe.c (built once, static) inside a busybox root and
 //! reads what it printed; every test first checks that the probe ran at all.
 
@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use crate::util::repo::{deb_index, deb_repo, Pkg};
 use crate::util::rootfs::{require_root, Rootfs};
-use crate::util::{run, sha256};
+use crate::util::{run, sha256, ProxyProcess, Upstream};
 
 /// The probe, compiled with `gcc -static` once per test run.
 fn probe_binary() -> &'static Path {
@@ -67,6 +68,10 @@ impl Vzpkg {
         Self::with(tmp, tmp.join("cache"), "http://127.0.0.1:9".to_string())
     }
 
+    fn with_proxy(tmp: &Path, proxy: &ProxyProcess) -> Vzpkg {
+        Self::with(tmp, proxy.cache_dir.clone(), proxy.url())
+    }
+
     fn with(tmp: &Path, cache: PathBuf, proxy: String) -> Vzpkg {
         let config = tmp.join("vzpkg.toml");
         std::fs::write(&config, "").unwrap();
@@ -86,6 +91,11 @@ impl Vzpkg {
         let mut args = vec![root.ct(), "--".to_string()];
         args.extend(argv.iter().map(|a| a.to_string()));
         self.command("exec", &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Runs `vzpkg COMMAND ARGS`; panics with its output unless it succeeds.
+    fn ok(&self, command: &str, args: &[&str]) -> String {
+        output_text(&self.command(command, args).output().unwrap(), true)
     }
 }
 
@@ -408,4 +418,210 @@ fn keystrokes_cannot_be_pushed_into_the_callers_terminal() {
     );
     assert_nothing_leaked(&out);
     drop(pty.master);
+}
+
+/// A test upstream with `repo` as its `debian` repository, a proxy allowed to reach it, and
+/// vzpkg set up to use both.
+struct Served {
+    _upstream: Upstream,
+    proxy: ProxyProcess,
+    vz: Vzpkg,
+    source: String,
+}
+
+impl Served {
+    fn new(tmp: &Path) -> Served {
+        let upstream = Upstream::start(&tmp.join("upstream"));
+        let proxy = ProxyProcess::start(&tmp.join("cache"), "", &["--allow-host", &upstream.host()]);
+        Served {
+            source: format!("deb [trusted=yes] {}/debian stable main", upstream.url()),
+            vz: Vzpkg::with_proxy(tmp, &proxy),
+            _upstream: upstream,
+            proxy,
+        }
+    }
+}
+
+/// Every path below `dir` (not following symlinks) with its type and size, `tmp` left out.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+            if rel == Path::new("tmp") {
+                continue;
+            }
+            found.push(format!("{} {:o} {}", rel.display(), meta.mode(), meta.len()));
+            if meta.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn hostile_package_names_create_nothing_outside_the_view() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    deb_repo(&tmp.path().join("upstream/debian"), &[Pkg::new("vzt-view", "1.0", 20_000)]);
+    let served = Served::new(tmp.path());
+    // A first container installs the package: the proxy now holds it verified.
+    let first = Rootfs::new(&tmp.path().join("ct1"), &served.source);
+    served.vz.ok("update", &[&first.ct()]);
+    served.vz.ok("install", &[&first.ct(), "vzt-view"]);
+    let deb = std::fs::read(tmp.path().join("upstream/debian/pool/main/vzt-view_1.0_all.deb")).unwrap();
+    let sha = sha256(&deb);
+    assert!(crate::util::check_store(&served.proxy.cache_dir).contains(&sha), "the package is not in the store");
+    let blob = std::fs::read_dir(served.proxy.cache_dir.join("blobs"))
+        .unwrap()
+        .map(|shard| shard.unwrap().path().join(&sha))
+        .find(|path| path.is_file())
+        .unwrap();
+
+    // A second container whose lists name that very file under names that are paths.
+    let hostile = Hostile::new(&tmp.path().join("ct2"));
+    let ct2 = &hostile.root.path;
+    let up = "../".repeat(24);
+    let names = [
+        format!("{up}{}/escape-relative", tmp.path().display().to_string().trim_start_matches('/')),
+        format!("{}/escape-absolute", tmp.path().display()),
+        format!("{}/etc/planted", ct2.display()),
+        ".hidden".to_string(),
+        "..".to_string(),
+        "a/b".to_string(),
+    ];
+    let stanzas: Vec<String> = names
+        .iter()
+        .map(|name| {
+            format!(
+                "Package: {name}\nVersion: 1.0\nArchitecture: all\nFilename: pool/main/vzt-view_1.0_all.deb\nSize: {}\nSHA256: {sha}\n",
+                deb.len()
+            )
+        })
+        .collect();
+    std::fs::write(ct2.join("var/lib/apt/lists/x_Packages"), stanzas.join("\n")).unwrap();
+    let outside = [tmp.path().join("escape-relative_1.0_all.deb"), tmp.path().join("escape-absolute_1.0_all.deb")];
+    let (tmp_before, ct2_before) = (std::fs::read_dir(tmp.path()).unwrap().count(), listing(ct2));
+    let blob_before = std::fs::metadata(&blob).unwrap();
+
+    let mut run = served.vz.exec(&hostile.root, &["sh", "-c", "echo probe: start view; ls -a /var/cache/apt/archives"]);
+    let out = output_text(&run.output().unwrap(), false);
+    let mut wrong: Vec<String> =
+        outside.iter().filter(|p| p.exists()).map(|p| format!("{} was created on the host", p.display())).collect();
+    if std::fs::read_dir(tmp.path()).unwrap().count() != tmp_before {
+        wrong.push("something appeared beside the roots".to_string());
+    }
+    let ct2_after = listing(ct2);
+    wrong.extend(ct2_after.iter().filter(|l| !ct2_before.contains(l)).map(|l| format!("{l} appeared in the root")));
+    let blob_after = std::fs::metadata(&blob).unwrap();
+    if (blob_after.mode(), blob_after.uid(), blob_after.nlink())
+        != (blob_before.mode(), blob_before.uid(), blob_before.nlink())
+    {
+        wrong.push(format!("the blob has {} links (was {})", blob_after.nlink(), blob_before.nlink()));
+    }
+    if sha256(&std::fs::read(&blob).unwrap()) != sha {
+        wrong.push("the blob changed".to_string());
+    }
+    // The names only narrow what the container sees: the run itself goes ahead.
+    if !out.lines().any(|l| l == "probe: start view") {
+        wrong.push("the command did not run".to_string());
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}\n{out}");
+}
+
+/// The real iputils-ping and libcap2-bin that contrib/test.sh downloads: ping's postinst gives
+/// it a file capability with libcap2-bin's setcap.
+fn capability_debs() -> Vec<PathBuf> {
+    let dir = std::env::var_os("VZPKG_TEST_DEBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/debs"));
+    ["libcap2-bin_", "iputils-ping_"]
+        .iter()
+        .map(|prefix| {
+            std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|entries| {
+                    entries.map(|e| e.unwrap().path()).find(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy();
+                        name.starts_with(prefix) && name.ends_with(".deb")
+                    })
+                })
+                .unwrap_or_else(|| panic!("no {prefix}*.deb in {}: run contrib/test.sh", dir.display()))
+        })
+        .collect()
+}
+
+/// Mode, owner and group of every file the packages installed, and every file capability in
+/// the root, as `getcap` on the host shows them.
+fn installed_files(root: &Path, packages: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for package in packages {
+        let info = root.join("var/lib/dpkg/info");
+        let list = [format!("{package}.list"), format!("{package}:amd64.list")]
+            .iter()
+            .find_map(|name| std::fs::read_to_string(info.join(name)).ok())
+            .unwrap_or_else(|| panic!("{package} is not installed in {}", root.display()));
+        for path in list.lines().filter(|p| *p != "/.") {
+            let meta = std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).unwrap();
+            found.push(format!("{path} {:o} {}:{}", meta.mode(), meta.uid(), meta.gid()));
+        }
+    }
+    let caps = run(Command::new("getcap").arg("-r").arg(root));
+    let prefix = root.display().to_string();
+    found.extend(caps.lines().map(|l| format!("getcap {}", l.strip_prefix(prefix.as_str()).unwrap_or(l))));
+    found.sort();
+    found
+}
+
+#[test]
+fn ownership_and_file_capabilities_on_disk_are_what_the_guest_set() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("upstream/debian");
+    std::fs::create_dir_all(repo.join("pool/main")).unwrap();
+    let debs = capability_debs();
+    for (deb, name) in debs.iter().zip(["libcap2-bin_amd64.deb", "iputils-ping_amd64.deb"]) {
+        // Without the epoch's %3a, which a URL would have to carry encoded.
+        std::fs::copy(deb, repo.join("pool/main").join(name)).unwrap();
+    }
+    deb_index(&repo);
+    let served = Served::new(tmp.path());
+    let root = Rootfs::new(&tmp.path().join("ct"), &served.source);
+
+    let script = "touch /x && mkdir /d && chown 1234:1234 /d && echo probe: start owners";
+    let out = output_text(&served.vz.exec(&root, &["sh", "-c", script]).output().unwrap(), true);
+    assert_started(&out, "owners");
+    let owner = |rel: &str| {
+        let meta = std::fs::metadata(root.path.join(rel)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("x"), (0, 0), "a file root made inside is not root's on disk");
+    assert_eq!(owner("d"), (1234, 1234), "chown inside did not give the ids asked for on disk");
+
+    served.vz.ok("update", &[&root.ct()]);
+    served.vz.ok("install", &[&root.ct(), "iputils-ping"]);
+
+    // The same packages installed by plain dpkg in a chroot of a second fresh root.
+    let reference = Rootfs::new(&tmp.path().join("reference"), &served.source);
+    let mut dpkg = Command::new("chroot");
+    dpkg.arg(&reference.path).args(["dpkg", "-i"]);
+    for deb in &debs {
+        let name = deb.file_name().unwrap();
+        std::fs::copy(deb, reference.path.join("tmp").join(name)).unwrap();
+        dpkg.arg(Path::new("/tmp").join(name));
+    }
+    run(dpkg.env("DEBIAN_FRONTEND", "noninteractive"));
+
+    let packages = ["iputils-ping", "libcap2-bin"];
+    let expected = installed_files(&reference.path, &packages);
+    assert!(
+        expected.iter().any(|l| l.starts_with("getcap /usr/bin/ping cap_net_raw=ep")),
+        "setcap in ping's postinst did not work even in a plain chroot: {expected:#?}"
+    );
+    assert_eq!(installed_files(&root.path, &packages), expected, "owners, modes or file capabilities differ");
 }
