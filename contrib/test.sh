@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests drive for real.
-packages=(dpkg-dev apt-utils gzip xz-utils rpm createrepo-c dnf gcc gpg gpg-agent gpgv mmdebstrap python3)
+packages=(dpkg-dev apt-utils gzip xz-utils rpm createrepo-c dnf gcc libc6-dev gpg gpg-agent gpgv mmdebstrap python3
+  busybox-static keyutils mount libcap2-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,5 +34,17 @@ if [ ! -f "$rootfs" ]; then
   mv "${rootfs%.tar}.part.tar" "$rootfs"
 fi
 export VZPKG_TEST_ROOTFS="$rootfs"
+
+# iputils-ping, whose postinst gives ping a file capability with setcap, and libcap2-bin, which
+# has setcap: the apt-variant root lacks both (the rest of what they depend on it has). The
+# confinement tests serve them from their own loopback repository.
+debs=${VZPKG_TEST_DEBS:-/var/cache/vzpkg-tests/debs}
+if ! compgen -G "$debs/iputils-ping_*.deb" >/dev/null || ! compgen -G "$debs/libcap2-bin_*.deb" >/dev/null; then
+  echo "test.sh: downloading iputils-ping and libcap2-bin into $debs" >&2
+  rm -rf "$debs.part" && mkdir -p "$debs.part"
+  (cd "$debs.part" && { apt-get download -q iputils-ping libcap2-bin || { apt-get update -q && apt-get download -q iputils-ping libcap2-bin; }; })
+  rm -rf "$debs" && mv "$debs.part" "$debs"
+fi
+export VZPKG_TEST_DEBS="$debs"
 
 cargo test --workspace --locked

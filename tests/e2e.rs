@@ -4,6 +4,7 @@
 mod util;
 
 mod clients;
+mod confinement;
 mod proxy;
 mod security;
 mod verify;

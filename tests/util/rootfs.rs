@@ -1,5 +1,6 @@
-//! Debian container roots for the wrapper tests: a tarball made once with mmdebstrap (by
-//! contrib/test.sh, kept outside the repository) and extracted afresh for each test.
+//! Container roots for the wrapper tests: a Debian root from a tarball made once with mmdebstrap
+//! (by contrib/test.sh, kept outside the repository) and extracted afresh for each test, or a
+//! minimal busybox root built in a moment for tests that only run their own programs inside.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +41,28 @@ impl Rootfs {
         }
         std::fs::write(dir.join("etc/apt/sources.list"), format!("{source_line}\n")).unwrap();
         root
+    }
+
+    /// A minimal root at `dir` that vzpkg accepts as a dpkg container: the host's static busybox
+    /// (Debian's busybox-static) with every applet linked in /bin, an empty dpkg database and
+    /// the directories the sandbox mounts on. No apt: for tests that run programs of their own.
+    pub fn busybox(dir: &Path) -> Rootfs {
+        require_root();
+        let busybox = Path::new("/bin/busybox");
+        let applets = run(Command::new(busybox).arg("--list"));
+        assert!(applets.lines().any(|a| a == "sh"), "{} is not busybox (run contrib/test.sh)", busybox.display());
+        for sub in
+            ["bin", "proc", "dev", "tmp", "etc", "root", "var/lib/dpkg", "var/cache/apt/archives", "var/lib/apt/lists"]
+        {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+        for applet in applets.lines().filter(|a| *a != "busybox") {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+        std::fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
+        Rootfs { path: dir.to_path_buf() }
     }
 
     /// `dir:/path`, as vzpkg takes it.
