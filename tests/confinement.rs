@@ -298,7 +298,7 @@ fn no_host_descriptor_is_visible_inside() {
     let root = Hostile::new(&tmp.path().join("ct"));
     // A pipe vzpkg inherits at fd 5: whatever the caller had open must not reach the guest.
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let pipe = format!("pipe:[{}]", nix::sys::stat::fstat(write_end.as_raw_fd()).unwrap().st_ino);
+    let pipe = format!("pipe:[{}]", nix::sys::stat::fstat(&write_end).unwrap().st_ino);
     let mut cmd = Vzpkg::new(tmp.path()).exec(&root.root, &["probe", "fds"]);
     let fd = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -385,9 +385,9 @@ fn signals_from_inside_reach_nothing_outside() {
 /// Bytes waiting in a terminal's input queue, read without blocking.
 fn pending_input(tty: &OwnedFd) -> Vec<u8> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    fcntl(tty.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    fcntl(tty, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
     let mut buf = [0u8; 256];
-    match nix::unistd::read(tty.as_raw_fd(), &mut buf) {
+    match nix::unistd::read(tty, &mut buf) {
         Ok(n) => buf[..n].to_vec(),
         Err(nix::errno::Errno::EAGAIN) => Vec::new(),
         Err(e) => panic!("reading the terminal: {e}"),
