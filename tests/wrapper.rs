@@ -471,7 +471,7 @@ fn a_broken_root_gets_an_error_that_says_what_is_missing() {
     std::fs::remove_dir(root.path.join("proc")).unwrap();
     let (code, _, err) = setup.run("exec", &[&root.ct(), "--", "true"]);
     assert_ne!(code, 0);
-    assert!(err.contains("setting up the sandbox") && err.contains("the root has no /proc"), "{err}");
+    assert!(err.contains("setting up the sandbox") && err.contains("has no /proc"), "{err}");
 
     std::fs::remove_file(root.path.join("var/lib/dpkg/status")).unwrap();
     let (code, _, err) = setup.run("install", &[&root.ct(), "vzt-gamma"]);

@@ -47,6 +47,9 @@ impl Store {
         if path.exists() {
             return Ok(path); // same content already stored
         }
+        // Read-only for everyone: no process, however it reached the file, may change a blob
+        // in place; sandboxes whose root is unprivileged still read it through their view.
+        tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
         tmp.as_file().sync_all()?;
         let dir = path.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir)?;
@@ -76,6 +79,8 @@ mod tests {
         let hash = "ab".repeat(32);
         let path = store.commit(tmp, &hash).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"whole");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o444);
         assert_eq!(path, dir.path().join("blobs/ab").join(&hash));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
