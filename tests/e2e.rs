@@ -6,6 +6,7 @@ mod util;
 mod clients;
 mod confinement;
 mod proxy;
+mod sandbox;
 mod security;
 mod verify;
 mod wrapper;

@@ -130,12 +130,15 @@ fn procs(dir: &Path) -> Vec<i32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// Removes run cgroups under `parent` that no process uses any more (left by a killed keeper).
+/// Removes run cgroups under `parent` left by a killed keeper: those of a vzpkg process that is
+/// gone (`run-PID-…`; a cgroup of a live run may be empty for a moment) and that nothing uses.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("run-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with("run-") && path.is_dir() && procs(&path).is_empty() {
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) && procs(&path).is_empty() {
             let _ = std::fs::remove_dir(&path);
         }
     }

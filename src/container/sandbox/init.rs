@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use caps::Capability;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -64,6 +65,11 @@ fn start(
 ) -> Result<()> {
     sys.set_parent_death_signal()?;
     sys.set_dumpable(false)?;
+    // The keeper ignores these; the guest's commands must get them as usual.
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPIPE] {
+        // SAFETY: SIG_DFL installs no handler code.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
+    }
     // The container root's handle, the view, the lock file, the keeper's sockets: all closed
     // before anything else happens here.
     let mut keep = vec![control.as_raw_fd()];
@@ -78,8 +84,9 @@ fn start(
     };
     if let Confinement::Unprivileged(_) = spec.confinement {
         sys.become_root().context("becoming root of the sandbox's user namespace")?;
-        // Changing credentials resets the flag.
+        // Changing credentials resets both.
         sys.set_dumpable(false)?;
+        sys.set_parent_death_signal()?;
     }
     // The keeper has put this process in the run's cgroup: that becomes the guest's "/".
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 
 use super::messages::{self, Message};
 use super::{init, Confinement, Spec};
@@ -40,6 +41,12 @@ fn keep(
     capture: Option<OwnedFd>,
 ) -> Result<i32> {
     sys.set_dumpable(false)?;
+    // A Ctrl-C or a `kill` of the whole process group must not stop the keeper before it has
+    // cleaned up: it ends the run when vzpkg itself is gone.
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) }?;
+    }
     let (to_init, init_end) = messages::pair()?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
