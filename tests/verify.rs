@@ -282,3 +282,123 @@ fn apt_never_sees_a_hash_mismatch_while_upstream_switches_generations() {
     assert!(generation >= 2, "upstream switched only {generation} times while the clients ran");
     assert!(upstream.count_ending("/Release") > CLIENTS as u64, "the clients revalidated Release");
 }
+
+/// Tampered roots for `text_outside_a_signature_is_refused_and_nothing_it_names_is_learned`:
+/// (what is wrong, the InRelease, the Release and Release.gpg, what the 502 must say).
+type Forgery = (&'static str, Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>, &'static str);
+
+/// An upstream whose genuine, signed chain is joined by unsigned text naming an extra index,
+/// which lists an extra package. gpgv accepts the genuine signature whatever surrounds it, so
+/// a proxy that read the whole file would learn the extra index as trusted, and the extra
+/// package with it (stored as verified, even in strict mode). Each forgery is refused with 502
+/// and nothing it names is learned, with a keyring, in normal and in strict mode.
+///
+/// What breaks it: reading the signed part from the whole file (the old `signed_body`, which
+/// read unsigned text before the message as part of it) makes "text before" pass with 200;
+/// storing what gpgv accepts without the framing check makes "text after" pass with 200.
+/// "two messages" and "Release.gpg signs other bytes" are refused by gpgv as well; they are
+/// here so that no change of reader lets them through.
+#[test]
+fn text_outside_a_signature_is_refused_and_nothing_it_names_is_learned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let root = tmp.path().join("upstream/debian");
+    deb_repo(&root, &packages());
+    deb_index_with(&root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
+    let dists = root.join("dists/stable");
+    let (inrelease, release, release_gpg) = (
+        std::fs::read(dists.join("InRelease")).unwrap(),
+        std::fs::read(dists.join("Release")).unwrap(),
+        std::fs::read(dists.join("Release.gpg")).unwrap(),
+    );
+
+    // The extra package and an index listing it, beside the genuine ones, named by no signed
+    // text: built as a repository of their own, then copied in.
+    let extra_repo = tmp.path().join("extra");
+    let extra_deb = deb_repo(&extra_repo, &[Pkg::new("vzt-extra", "6.6", 30_000)]).remove(0);
+    std::fs::copy(extra_repo.join(&extra_deb), root.join(&extra_deb)).unwrap();
+    let extra_index = std::fs::read(extra_repo.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    std::fs::create_dir_all(dists.join("extra/binary-amd64")).unwrap();
+    std::fs::write(dists.join("extra/binary-amd64/Packages"), &extra_index).unwrap();
+    let entry = format!(" {} {} extra/binary-amd64/Packages\n", sha256(&extra_index), extra_index.len());
+    let extra = format!("SHA256:\n{entry}");
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+    let second_message = {
+        let (plain, signed) = (tmp.path().join("extra.txt"), tmp.path().join("extra.asc"));
+        std::fs::write(&plain, &extra).unwrap();
+        archive_key.clearsign(&plain, &signed);
+        std::fs::read(signed).unwrap()
+    };
+    let forgeries: Vec<Forgery> = vec![
+        (
+            "text before",
+            Some(format!("{extra}\n{}", text(&inrelease)).into_bytes()),
+            None,
+            "text before the signed message",
+        ),
+        ("text after", Some([&inrelease[..], extra.as_bytes()].concat()), None, "text after the signature"),
+        ("two messages", Some([&inrelease[..], &second_message].concat()), None, "more than one signed message"),
+        (
+            "Release.gpg signs other bytes",
+            None,
+            Some(([&release[..], entry.as_bytes()].concat(), release_gpg)),
+            "signature",
+        ),
+    ];
+
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let deb_sha = sha256(&std::fs::read(root.join(&extra_deb)).unwrap());
+    for (what, forged_inrelease, forged_release, reason) in forgeries {
+        match &forged_inrelease {
+            Some(bytes) => std::fs::write(dists.join("InRelease"), bytes).unwrap(),
+            None => std::fs::remove_file(dists.join("InRelease")).unwrap_or(()),
+        }
+        if let Some((release, signature)) = &forged_release {
+            std::fs::write(dists.join("Release"), release).unwrap();
+            std::fs::write(dists.join("Release.gpg"), signature).unwrap();
+        }
+        for strict in [false, true] {
+            let config = format!(
+                "[proxy]\nstrict = {strict}\n[proxy.upstream]\nbackoff_secs = 0\n[proxy.keyrings]\ndebian = {:?}\n",
+                keyring.display().to_string()
+            );
+            let cache = tmp.path().join(format!("cache-{}-{strict}", what.replace(' ', "-")));
+            let proxy = ProxyProcess::start(&cache, &config, &["--remap", &remap]);
+            let base = format!("{}/debian", proxy.url());
+            let name = if forged_inrelease.is_some() { "InRelease" } else { "Release" };
+            let (status, body) = get(&format!("{base}/dists/stable/{name}"));
+            let body = String::from_utf8_lossy(&body.unwrap()).into_owned();
+            assert_eq!(status, 502, "{what} (strict {strict}): {name} was answered {status}: {body}");
+            assert!(body.contains(reason), "{what}: the 502 does not say {reason:?}: {body}");
+            assert_eq!(body.trim_end().lines().count(), 1, "{what}: the reason is one line: {body}");
+
+            // A client that goes on all the same gets the extra files, but unverified: in strict
+            // mode the package is passed through and not stored.
+            let (status, _) = get(&format!("{base}/dists/stable/extra/binary-amd64/Packages"));
+            assert_eq!(status, 200, "{what}");
+            let (status, _) = get(&format!("{base}/{extra_deb}"));
+            assert_eq!(status, 200, "{what}");
+            let status = status_json(&proxy);
+            assert_eq!(status["known_hashes"], 0, "{what} (strict {strict}): something was learned");
+            assert_eq!(status["unverified_entries"], if strict { 1 } else { 2 }, "{what} (strict {strict})");
+            let stored = check_store(&proxy.cache_dir);
+            assert_eq!(stored.contains(&deb_sha), !strict, "{what} (strict {strict}): the extra package");
+            let roots = [forged_inrelease.clone(), forged_release.as_ref().map(|(r, _)| r.clone())];
+            for root in roots.into_iter().flatten() {
+                assert!(!stored.contains(&sha256(&root)), "{what}: the forged root was stored");
+            }
+        }
+    }
+
+    // The genuine root, through the same kind of proxy, is learned from: the refusals above are
+    // the forgeries', not the setup's.
+    std::fs::write(dists.join("InRelease"), &inrelease).unwrap();
+    let config = format!("[proxy]\nstrict = true\n[proxy.keyrings]\ndebian = {:?}\n", keyring.display().to_string());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache-genuine"), &config, &["--remap", &remap]);
+    let (status, _) = get(&format!("{}/debian/dists/stable/InRelease", proxy.url()));
+    assert_eq!(status, 200);
+    assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0);
+}
