@@ -402,3 +402,78 @@ fn text_outside_a_signature_is_refused_and_nothing_it_names_is_learned() {
     assert_eq!(status, 200);
     assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0);
 }
+
+/// A client that read InRelease before upstream moved on asks, by hash, for index files of that
+/// generation after upstream has published the next one and deleted every file of the old one.
+/// The proxy holds the content (stored when another client fetched it under its plain name) and
+/// serves it by the hash the chain pins: no upstream request, no 404.
+///
+/// What breaks it: without the lookup of a pinned hash in the store (`stored_by_hash`), the
+/// by-hash URL goes upstream, which has removed it: the direct request gets 404, and upstream
+/// sees requests after the switch (apt itself then falls back to the plain name).
+#[test]
+fn a_generation_upstream_removed_is_served_from_the_store_by_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("upstream/debian");
+    // Signed, so that apt asks for InRelease only (no 404s for it and Release.gpg to count).
+    let archive_key = Gpg::new(&tmp.path().join("gpg"), "archive");
+    let build = |g: usize| {
+        let dir = tmp.path().join(format!("gen{g}"));
+        let version: &'static str = Box::leak(format!("1.{g}").into_boxed_str());
+        let debs = deb_repo(&dir, &[Pkg::new("vzt-alpha", version, 20_000 + g), Pkg::new("vzt-beta", version, 30_000)]);
+        deb_index_with(&dir, &IndexOptions { by_hash: true, signer: Some(&archive_key) });
+        (dir, debs)
+    };
+    let (gen0, debs) = build(0);
+    let publish = |dir: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(&live);
+        copy_tree(dir, &live);
+    };
+    publish(&gen0);
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    // The default index TTL (30 s): within it, InRelease is served without asking upstream, so
+    // a second client still gets generation 0's.
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), NO_BACKOFF, &["--remap", &remap]);
+    let base = format!("{}/debian", proxy.url());
+
+    // The first client does not use by-hash: the proxy stores the index under its plain name.
+    let plain = Apt::new(&tmp.path().join("apt-plain"), Via::Remap { base: &base });
+    std::fs::write(plain.dir.join("etc/apt/apt.conf.d/by-hash"), "Acquire::By-Hash \"no\";\n").unwrap();
+    plain.get(&["update"]);
+    plain.get(&["install", "--download-only", "vzt-alpha"]);
+    assert!(upstream.count_ending("/Packages.xz") > 0, "the plain client fetched Packages.xz by name");
+    assert_eq!(upstream.count_ending("/by-hash"), 0);
+
+    // Upstream moves to generation 1; nothing of generation 0 is left there.
+    let (gen1, _) = build(1);
+    publish(&gen1);
+    assert!(!live.join(&debs[0]).exists());
+    let before = upstream.total();
+
+    // The second client uses by-hash, as apt does by default, with generation 0's InRelease.
+    let by_hash = Apt::new(&tmp.path().join("apt-by-hash"), Via::Remap { base: &base });
+    let (ok, out) = by_hash.try_get(&["update"]);
+    assert!(ok && !out.contains("Err:"), "apt update of the pinned generation failed:\n{out}");
+    by_hash.get(&["install", "--download-only", "vzt-alpha"]);
+    let got = std::fs::read(&by_hash.archives()[0]).unwrap();
+    assert_eq!(sha256(&got), sha256(&std::fs::read(gen0.join(&debs[0])).unwrap()));
+    let index = std::fs::read(gen0.join("dists/stable/main/binary-amd64/Packages.xz")).unwrap();
+    let (status, body) = get(&format!("{base}/dists/stable/main/binary-amd64/by-hash/SHA256/{}", sha256(&index)));
+    assert_eq!((status, sha256(&body.unwrap())), (200, sha256(&index)), "generation 0's index, by hash");
+    assert_eq!(upstream.total(), before, "upstream was asked for something after the switch");
+}
+
+/// Copies a directory tree (the repository builders' output) to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
