@@ -477,3 +477,68 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// With a keyring, a Release checked with its Release.gpg and a repomd.xml checked with its
+/// repomd.xml.asc root the chain: in strict mode, which stores only packages the chain vouches
+/// for, everything apt and dnf download is stored, verified. The proxy fetches each signature
+/// beside its file and keeps it, so the client's copy is the one checked. A repomd.xml whose
+/// signature is by another key is refused with 502 and nothing is learned from it.
+///
+/// What breaks it: without the detached-signature checks (a Release or repomd.xml never trusted
+/// with a keyring, Release.gpg and repomd.xml.asc vouching for nothing), strict mode stores no
+/// package and the first store assertion fails.
+#[test]
+fn release_gpg_and_repomd_asc_root_the_chain_with_a_keyring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let other_key = Gpg::new(&tmp.path().join("gpg-other"), "intruder");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let deb_root = tmp.path().join("upstream/debian");
+    let debs = deb_repo(&deb_root, &packages());
+    deb_index_with(&deb_root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
+    // No InRelease: apt and the proxy go by Release and Release.gpg.
+    std::fs::remove_file(deb_root.join("dists/stable/InRelease")).unwrap();
+    let rpm_root = tmp.path().join("upstream/el");
+    let rpms = rpm_repo(&rpm_root, &packages());
+    let repomd = rpm_root.join("repodata/repomd.xml");
+    archive_key.detach_sign(&repomd, &repomd.with_extension("xml.asc"));
+
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let (deb_remap, rpm_remap) = (format!("debian={}/debian", upstream.url()), format!("el={}/el", upstream.url()));
+    let keyring = keyring.display().to_string();
+    let config = format!("[proxy]\nstrict = true\n[proxy.keyrings]\ndebian = {keyring:?}\nel = {keyring:?}\n");
+    let args = ["--remap", &deb_remap, "--remap", &rpm_remap];
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), &config, &args);
+
+    let base = format!("{}/debian", proxy.url());
+    let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
+    apt.get(&["update"]);
+    apt.get(&["install", "--download-only", "vzt-alpha"]);
+    let stored = check_store(&proxy.cache_dir);
+    for deb in &debs {
+        let want = sha256(&std::fs::read(deb_root.join(deb)).unwrap());
+        assert!(stored.contains(&want), "strict mode did not store {deb}: Release.gpg did not root the chain");
+    }
+    let base = format!("{}/el/", proxy.url());
+    Dnf::new(&tmp.path().join("dnf"), Via::Remap { base: &base }).run(&["install", "--downloadonly", "vzt-alpha"]);
+    let stored = check_store(&proxy.cache_dir);
+    for rpm in &rpms {
+        let want = sha256(&std::fs::read(rpm_root.join(rpm)).unwrap());
+        assert!(stored.contains(&want), "strict mode did not store {rpm}: repomd.xml.asc did not root the chain");
+    }
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0, "everything stored is verified");
+    let (status, signature) = get(&format!("{}/debian/dists/stable/Release.gpg", proxy.url()));
+    assert_eq!((status, signature.unwrap()), (200, std::fs::read(deb_root.join("dists/stable/Release.gpg")).unwrap()));
+    assert_eq!(upstream.count("/debian/dists/stable/Release.gpg"), 1, "the checked signature is kept and served");
+    assert_eq!(upstream.count("/el/repodata/repomd.xml.asc"), 1);
+
+    // The same repomd.xml signed by another key: refused whole, nothing learned.
+    other_key.detach_sign(&repomd, &repomd.with_extension("xml.asc"));
+    let other = ProxyProcess::start(&tmp.path().join("cache-other"), &config, &args);
+    let (status, body) = get(&format!("{}/el/repodata/repomd.xml", other.url()));
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body.unwrap()).contains("signature does not verify"));
+    assert_eq!(status_json(&other)["known_hashes"], 0);
+    assert!(check_store(&other.cache_dir).is_empty());
+}
