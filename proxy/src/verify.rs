@@ -296,6 +296,45 @@ mod tests {
         assert_eq!(Root::of("remap:d/pool/a.deb"), None);
     }
 
+    /// Without a keyring a root is trusted on first use, but only for its signed part, and one
+    /// with text outside that part is refused rather than trimmed.
+    #[test]
+    fn a_root_is_learned_from_its_signed_part_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(&dir.path().join("index.sqlite"), |_| true).unwrap();
+        let verifier = Verifier::new(BTreeMap::new());
+        let target = Target {
+            key: "remap:d/dists/s/InRelease".into(),
+            origin: "d".into(),
+            upstreams: Vec::new(),
+            kind: FileKind::Index,
+            host: None,
+        };
+        let hash = |n: u8| format!("{n:02x}").repeat(32);
+        let signed = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nSHA256:\n {} 3 main/binary-amd64/Packages\n\
+             -----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n",
+            hash(1)
+        );
+        let file = dir.path().join("InRelease");
+        let check = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            verifier.check_root(&catalog, &store, &target, &file, None)
+        };
+        let before = format!("SHA256:\n {} 3 extra/Packages\n\n{signed}", hash(2));
+        let err = check(&before).unwrap_err();
+        assert!(matches!(&err, Error::Verify(why) if why.contains("text before the signed message")), "{err}");
+        assert!(check(&format!("{signed}\nSuite: x\n")).is_err(), "text after the signature");
+
+        let trusted = check(&signed).unwrap().expect("trusted on first use");
+        assert!(String::from_utf8(trusted.text.clone()).unwrap().starts_with("SHA256:"));
+        let learned = verifier.learn(&store, &target, "unused", Some(&trusted), None).unwrap();
+        let keys: Vec<_> = learned.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["remap:d/dists/s/main/binary-amd64/Packages"]);
+        assert!(verifier.learn(&store, &target, "unused", None, None).unwrap().is_empty(), "untrusted: nothing");
+    }
+
     #[test]
     fn release_entries_include_by_hash_twins() {
         let hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
