@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::util::repo::noise;
+use crate::util::upstream::Slow;
 use crate::util::{check_store, counter, eventually, http, http_via, sha256, tmp_files, ProxyProcess, Upstream};
 
 const DEB: &str = "/debian/pool/main/big_1.0_all.deb";
@@ -65,6 +66,19 @@ async fn fifty_clients_share_one_download_and_get_bytes_before_it_ends() {
     assert_eq!(check_store(&proxy.cache_dir), [want]);
 }
 
+/// The line the proxy logs once a request for `path` has ended, its client gone or served.
+fn request_logged(path: &str, cache: &str) -> String {
+    format!("url={path} status=200 cache=\"{cache}\"")
+}
+
+/// A client that leaves mid-download cancels nothing: with no client left at all, the download
+/// runs to its end and is stored, and the next request is a hit.
+///
+/// The gate opens only once the proxy has seen the client go, and no other request comes
+/// until the file is stored, so nothing can join the download and keep it alive.
+///
+/// What breaks it: a download that ends when its last client leaves (aborted once nobody
+/// follows its flight) never reaches the store, and the wait for it times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_does_not_cancel_the_download() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,10 +89,16 @@ async fn a_client_that_leaves_does_not_cancel_the_download() {
     let mut resp = http().get(&url).send().await.unwrap();
     resp.chunk().await.unwrap().expect("a first chunk");
     drop(resp);
+    let left = request_logged(DEB, "miss");
+    eventually("the proxy has seen its only client leave", || async { proxy.log_text().contains(&left) }).await;
     gate.open();
-    let body = http().get(&url).send().await.unwrap().bytes().await.unwrap();
-    assert_eq!(sha256(&body), sha256(&content));
-    assert_eq!(upstream.count(DEB), 1, "the download went on without its first client");
+    let want = sha256(&content);
+    eventually("the download is stored with no client", || async { check_store(&proxy.cache_dir) == [want.clone()] })
+        .await;
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.headers()["x-vzpkg-cache"], "hit");
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(upstream.count(DEB), 1, "the download went on without its client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,14 +374,168 @@ async fn redirects_are_followed_only_to_allowed_hosts() {
     assert_eq!(mirror.count(DEB), 1);
 }
 
+/// HEAD of a file not stored is answered with upstream's HEAD and starts no download.
+///
+/// What breaks it: a HEAD that starts a download, even in the background after answering:
+/// upstream records a GET, and the GET below finds the download under way or done instead of
+/// starting it (`joined` or `hit`, not `miss`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_of_a_file_not_stored_costs_no_download() {
     let tmp = tempfile::tempdir().unwrap();
-    let (upstream, _) = upstream_with_deb(tmp.path(), 300_000);
+    let (upstream, content) = upstream_with_deb(tmp.path(), 300_000);
     let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &["--remap", &remap(&upstream)]);
     let head = http().head(format!("{}{DEB}", proxy.url())).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "300000");
+    assert_eq!(upstream.methods(DEB), ["HEAD"], "upstream was asked for more than a HEAD");
     assert_eq!(counter(&proxy, "bytes_from_upstream").await, 0, "a HEAD downloaded the file");
     assert!(check_store(&proxy.cache_dir).is_empty());
+
+    let get = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
+    assert_eq!(get.headers()["x-vzpkg-cache"], "miss", "the HEAD had started a download");
+    assert_eq!(sha256(&get.bytes().await.unwrap()), sha256(&content));
+    assert_eq!(upstream.methods(DEB), ["HEAD", "GET"]);
+}
+
+/// A graceful stop closes the listeners at once, lets a download that no client waits for any
+/// more run to its end, commits it and exits 0; a proxy restarted on the same cache serves the
+/// file as a hit, with no upstream request.
+///
+/// What breaks it: listeners left open during the drain fail the refused-connection assertion;
+/// a stop that does not wait for downloads exits before the gate opens, so the restart asks
+/// upstream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_refuses_new_connections_and_a_restart_serves_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (upstream, content) = upstream_with_deb(tmp.path(), 2 * 1024 * 1024);
+    let gate = upstream.gate(DEB, 64 * 1024);
+    let proxy = ProxyProcess::start(&cache, "", &["--remap", &remap(&upstream)]);
+    let mut resp = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
+    resp.chunk().await.unwrap().expect("a first chunk");
+    drop(resp);
+    let left = request_logged(DEB, "miss");
+    eventually("the proxy has seen its client leave", || async { proxy.log_text().contains(&left) }).await;
+
+    proxy.signal_stop();
+    eventually("the proxy has closed its listeners", || async { proxy.log_text().contains("listeners closed") }).await;
+    assert!(std::net::TcpStream::connect(proxy.addr).is_err(), "a new connection was accepted during the stop");
+    gate.open();
+    let (status, proxy) = tokio::task::spawn_blocking(move || {
+        let mut proxy = proxy;
+        (proxy.stop(), proxy)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "graceful stop exits 0: {status:?}\n{}", proxy.log_text());
+    assert_eq!(check_store(&cache), [sha256(&content)], "the download was committed before exit");
+    drop(proxy);
+
+    let restarted = ProxyProcess::start(&cache, "", &["--remap", &remap(&upstream)]);
+    let resp = http().get(format!("{}{DEB}", restarted.url())).send().await.unwrap();
+    assert_eq!(resp.headers()["x-vzpkg-cache"], "hit");
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&content));
+    assert_eq!(upstream.total(), 1, "the restarted proxy asked upstream");
+}
+
+/// A remap tries its base URLs in order: one nothing listens on and one that answers 503 are
+/// passed over for the next, which serves the file.
+///
+/// What breaks it: trying only the first base URL, or giving up at the first error status:
+/// the client gets 502 or 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remap_fails_over_to_the_next_base_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (failing, _) = upstream_with_deb(&tmp.path().join("a"), 50_000);
+    failing.fail(DEB, 503);
+    let (serving, content) = upstream_with_deb(&tmp.path().join("b"), 50_000);
+    let unreachable = format!("debian=http://{closed}/debian");
+    let args = ["--remap", &unreachable, "--remap", &remap(&failing), "--remap", &remap(&serving)];
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), "", &args);
+    let resp = http().get(format!("{}{DEB}", proxy.url())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&content));
+    assert_eq!(failing.methods(DEB), ["GET"]);
+    assert_eq!(serving.methods(DEB), ["GET"]);
+    assert_eq!(counter(&proxy, "upstream_requests").await, 3, "all three base URLs were tried, in order");
+    assert_eq!(check_store(&proxy.cache_dir), [sha256(&content)]);
+}
+
+/// A transfer that crawls below `min_rate_bytes` for `low_speed_secs`, or stalls, is broken off
+/// and resumed where it stopped, with `Range` and `If-Range` (the ETag); a file that changed
+/// upstream in between is not spliced onto the old part: that client's body is cut, nothing is
+/// stored, and the next request gets the new file whole.
+///
+/// What breaks it: without the rate check the crawling transfer runs its course (about ten
+/// seconds) and the timeout fails; without resuming, no Range is asked; without If-Range,
+/// upstream sends the new file's tail and the proxy serves and stores a spliced file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crawling_or_stalled_transfer_is_cut_and_resumed_with_if_range() {
+    const CRAWL: &str = "/debian/pool/main/crawl_1.0_all.deb";
+    const STALL: &str = "/debian/pool/main/stall_1.0_all.deb";
+    const CHANGE: &str = "/debian/pool/main/change_1.0_all.deb";
+    const SIZE: usize = 512 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("upstream");
+    std::fs::create_dir_all(root.join("debian/pool/main")).unwrap();
+    let file = |path: &str| root.join(path.trim_start_matches('/'));
+    for (seed, path) in [CRAWL, STALL, CHANGE].into_iter().enumerate() {
+        std::fs::write(file(path), noise(SIZE, seed as u64 + 1)).unwrap();
+    }
+    let upstream = Upstream::start(&root);
+    let every = Duration::from_millis(20);
+    upstream.slow_once(CRAWL, 16 * 1024, Slow::Trickle { bytes: 1024, every });
+    upstream.slow_once(STALL, 16 * 1024, Slow::Stall);
+    upstream.slow_once(CHANGE, 16 * 1024, Slow::Stall);
+    let config = "[proxy.upstream]\nlow_speed_secs = 1\nmin_rate_bytes = 200000\nbackoff_secs = 0\n";
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), config, &["--remap", &remap(&upstream)]);
+
+    let resumed = |path: &'static str| {
+        let (url, want) = (format!("{}{path}", proxy.url()), sha256(&std::fs::read(file(path)).unwrap()));
+        async move {
+            let resp = http().get(url).send().await.unwrap();
+            let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+            let body = tokio::time::timeout(Duration::from_secs(8), resp.bytes()).await;
+            let body = body.unwrap_or_else(|_| panic!("{path}: not cut off within 8 s")).unwrap();
+            assert_eq!(sha256(&body), want, "{path}");
+            (etag, want)
+        }
+    };
+    let changed = async {
+        let mut resp = http().get(format!("{}{CHANGE}", proxy.url())).send().await.unwrap();
+        let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+        resp.chunk().await.unwrap().expect("a first chunk");
+        // Upstream publishes a new file of the same size while the transfer stalls.
+        let new = noise(SIZE, 99);
+        std::fs::write(file(CHANGE), &new).unwrap();
+        let mut rest = Ok(());
+        while let Some(chunk) = resp.chunk().await.transpose() {
+            if let Err(e) = chunk {
+                rest = Err(e);
+                break;
+            }
+        }
+        assert!(rest.is_err(), "a changed file was completed from the new one's tail");
+        (etag, sha256(&new))
+    };
+    let ((crawl_etag, crawl), (stall_etag, stall), (change_etag, new)) =
+        tokio::join!(resumed(CRAWL), resumed(STALL), changed);
+
+    for (path, etag) in [(CRAWL, &crawl_etag), (STALL, &stall_etag), (CHANGE, &change_etag)] {
+        let ranges = upstream.ranges(path);
+        let offset: usize = match ranges.as_slice() {
+            [range] => range.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')).unwrap().parse().unwrap(),
+            _ => panic!("{path}: not resumed once with a Range: {ranges:?}"),
+        };
+        assert!((16 * 1024..SIZE).contains(&offset), "{path}: resumed at {offset}");
+        assert_eq!(upstream.if_ranges(path), [etag.as_str()], "{path}: resumed only if still the same file");
+    }
+    let mut stored = check_store(&proxy.cache_dir);
+    stored.sort();
+    let mut want = vec![crawl, stall];
+    want.sort();
+    assert_eq!(stored, want, "only the two resumed files are stored");
+    let body = http().get(format!("{}{CHANGE}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&body), new, "the next request gets the new file whole");
 }

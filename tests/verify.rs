@@ -136,9 +136,10 @@ fn inrelease_must_verify_with_the_configured_keyring() {
     let forged = std::fs::read(root.join("dists/stable/InRelease")).unwrap();
     assert!(!check_store(&proxy.cache_dir).contains(&sha256(&forged)), "a badly signed index was stored");
     let (status, _) = get(&format!("{}/debian/dists/stable/Release", proxy.url()));
-    assert_eq!(status, 200, "Release is stored, but not trusted without its signature");
-    let (status, _) = get(&format!("{}/debian/dists/stable/Release.gpg", proxy.url()));
-    assert_eq!(status, 502, "a detached signature by another key is refused too");
+    assert_eq!(status, 502, "a Release is checked with the Release.gpg beside it, by another key here");
+    let (status, signature) = get(&format!("{}/debian/dists/stable/Release.gpg", proxy.url()));
+    assert_eq!(status, 200, "with no Release stored to check it against, a signature is passed through");
+    assert!(!check_store(&proxy.cache_dir).contains(&sha256(&signature.unwrap())), "and not stored");
     assert_eq!(status_json(&proxy)["known_hashes"], 0, "nothing was learned from unverified roots");
 
     deb_index_with(&root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
@@ -148,15 +149,13 @@ fn inrelease_must_verify_with_the_configured_keyring() {
     assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0, "a good InRelease is learned from");
 
     // And apt, which checks the same signature itself, installs through the chain: everything
-    // it brings into the store is verified (the Release fetched above stays unverified, as no
-    // good Release.gpg has vouched for it).
-    let unverified_before = status_json(&proxy)["unverified_entries"].clone();
+    // it brings into the store is verified.
     let base = format!("{}/debian", proxy.url());
     let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
     apt.get(&["update"]);
     apt.get(&["install", "--download-only", "vzt-alpha"]);
     assert_eq!(apt.archives().len(), 2);
-    assert_eq!(status_json(&proxy)["unverified_entries"], unverified_before);
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0);
 }
 
 #[test]
@@ -282,4 +281,264 @@ fn apt_never_sees_a_hash_mismatch_while_upstream_switches_generations() {
     eprintln!("upstream switched generations {generation} times under {CLIENTS} clients");
     assert!(generation >= 2, "upstream switched only {generation} times while the clients ran");
     assert!(upstream.count_ending("/Release") > CLIENTS as u64, "the clients revalidated Release");
+}
+
+/// Tampered roots for `text_outside_a_signature_is_refused_and_nothing_it_names_is_learned`:
+/// (what is wrong, the InRelease, the Release and Release.gpg, what the 502 must say).
+type Forgery = (&'static str, Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>, &'static str);
+
+/// An upstream whose genuine, signed chain is joined by unsigned text naming an extra index,
+/// which lists an extra package. gpgv accepts the genuine signature whatever surrounds it, so
+/// a proxy that read the whole file would learn the extra index as trusted, and the extra
+/// package with it (stored as verified, even in strict mode). Each forgery is refused with 502
+/// and nothing it names is learned, with a keyring, in normal and in strict mode.
+///
+/// What breaks it: reading the signed part from the whole file (the old `signed_body`, which
+/// read unsigned text before the message as part of it) makes "text before" pass with 200;
+/// storing what gpgv accepts without the framing check makes "text after" pass with 200.
+/// "two messages" and "Release.gpg signs other bytes" are refused by gpgv as well; they are
+/// here so that no change of reader lets them through.
+#[test]
+fn text_outside_a_signature_is_refused_and_nothing_it_names_is_learned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let root = tmp.path().join("upstream/debian");
+    deb_repo(&root, &packages());
+    deb_index_with(&root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
+    let dists = root.join("dists/stable");
+    let (inrelease, release, release_gpg) = (
+        std::fs::read(dists.join("InRelease")).unwrap(),
+        std::fs::read(dists.join("Release")).unwrap(),
+        std::fs::read(dists.join("Release.gpg")).unwrap(),
+    );
+
+    // The extra package and an index listing it, beside the genuine ones, named by no signed
+    // text: built as a repository of their own, then copied in.
+    let extra_repo = tmp.path().join("extra");
+    let extra_deb = deb_repo(&extra_repo, &[Pkg::new("vzt-extra", "6.6", 30_000)]).remove(0);
+    std::fs::copy(extra_repo.join(&extra_deb), root.join(&extra_deb)).unwrap();
+    let extra_index = std::fs::read(extra_repo.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    std::fs::create_dir_all(dists.join("extra/binary-amd64")).unwrap();
+    std::fs::write(dists.join("extra/binary-amd64/Packages"), &extra_index).unwrap();
+    let entry = format!(" {} {} extra/binary-amd64/Packages\n", sha256(&extra_index), extra_index.len());
+    let extra = format!("SHA256:\n{entry}");
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+    let second_message = {
+        let (plain, signed) = (tmp.path().join("extra.txt"), tmp.path().join("extra.asc"));
+        std::fs::write(&plain, &extra).unwrap();
+        archive_key.clearsign(&plain, &signed);
+        std::fs::read(signed).unwrap()
+    };
+    let forgeries: Vec<Forgery> = vec![
+        (
+            "text before",
+            Some(format!("{extra}\n{}", text(&inrelease)).into_bytes()),
+            None,
+            "text before the signed message",
+        ),
+        ("text after", Some([&inrelease[..], extra.as_bytes()].concat()), None, "text after the signature"),
+        ("two messages", Some([&inrelease[..], &second_message].concat()), None, "more than one signed message"),
+        (
+            "Release.gpg signs other bytes",
+            None,
+            Some(([&release[..], entry.as_bytes()].concat(), release_gpg)),
+            "signature",
+        ),
+    ];
+
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    let deb_sha = sha256(&std::fs::read(root.join(&extra_deb)).unwrap());
+    for (what, forged_inrelease, forged_release, reason) in forgeries {
+        match &forged_inrelease {
+            Some(bytes) => std::fs::write(dists.join("InRelease"), bytes).unwrap(),
+            None => std::fs::remove_file(dists.join("InRelease")).unwrap_or(()),
+        }
+        if let Some((release, signature)) = &forged_release {
+            std::fs::write(dists.join("Release"), release).unwrap();
+            std::fs::write(dists.join("Release.gpg"), signature).unwrap();
+        }
+        for strict in [false, true] {
+            let config = format!(
+                "[proxy]\nstrict = {strict}\n[proxy.upstream]\nbackoff_secs = 0\n[proxy.keyrings]\ndebian = {:?}\n",
+                keyring.display().to_string()
+            );
+            let cache = tmp.path().join(format!("cache-{}-{strict}", what.replace(' ', "-")));
+            let proxy = ProxyProcess::start(&cache, &config, &["--remap", &remap]);
+            let base = format!("{}/debian", proxy.url());
+            let name = if forged_inrelease.is_some() { "InRelease" } else { "Release" };
+            let (status, body) = get(&format!("{base}/dists/stable/{name}"));
+            let body = String::from_utf8_lossy(&body.unwrap()).into_owned();
+            assert_eq!(status, 502, "{what} (strict {strict}): {name} was answered {status}: {body}");
+            assert!(body.contains(reason), "{what}: the 502 does not say {reason:?}: {body}");
+            assert_eq!(body.trim_end().lines().count(), 1, "{what}: the reason is one line: {body}");
+
+            // A client that goes on all the same gets the extra files, but unverified: in strict
+            // mode the package is passed through and not stored.
+            let (status, _) = get(&format!("{base}/dists/stable/extra/binary-amd64/Packages"));
+            assert_eq!(status, 200, "{what}");
+            let (status, _) = get(&format!("{base}/{extra_deb}"));
+            assert_eq!(status, 200, "{what}");
+            let status = status_json(&proxy);
+            assert_eq!(status["known_hashes"], 0, "{what} (strict {strict}): something was learned");
+            assert_eq!(status["unverified_entries"], if strict { 1 } else { 2 }, "{what} (strict {strict})");
+            let stored = check_store(&proxy.cache_dir);
+            assert_eq!(stored.contains(&deb_sha), !strict, "{what} (strict {strict}): the extra package");
+            let roots = [forged_inrelease.clone(), forged_release.as_ref().map(|(r, _)| r.clone())];
+            for root in roots.into_iter().flatten() {
+                assert!(!stored.contains(&sha256(&root)), "{what}: the forged root was stored");
+            }
+        }
+    }
+
+    // The genuine root, through the same kind of proxy, is learned from: the refusals above are
+    // the forgeries', not the setup's.
+    std::fs::write(dists.join("InRelease"), &inrelease).unwrap();
+    let config = format!("[proxy]\nstrict = true\n[proxy.keyrings]\ndebian = {:?}\n", keyring.display().to_string());
+    let proxy = ProxyProcess::start(&tmp.path().join("cache-genuine"), &config, &["--remap", &remap]);
+    let (status, _) = get(&format!("{}/debian/dists/stable/InRelease", proxy.url()));
+    assert_eq!(status, 200);
+    assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0);
+}
+
+/// A client that read InRelease before upstream moved on asks, by hash, for index files of that
+/// generation after upstream has published the next one and deleted every file of the old one.
+/// The proxy holds the content (stored when another client fetched it under its plain name) and
+/// serves it by the hash the chain pins: no upstream request, no 404.
+///
+/// What breaks it: without the lookup of a pinned hash in the store (`stored_by_hash`), the
+/// by-hash URL goes upstream, which has removed it: the direct request gets 404, and upstream
+/// sees requests after the switch (apt itself then falls back to the plain name).
+#[test]
+fn a_generation_upstream_removed_is_served_from_the_store_by_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("upstream/debian");
+    // Signed, so that apt asks for InRelease only (no 404s for it and Release.gpg to count).
+    let archive_key = Gpg::new(&tmp.path().join("gpg"), "archive");
+    let build = |g: usize| {
+        let dir = tmp.path().join(format!("gen{g}"));
+        let version: &'static str = Box::leak(format!("1.{g}").into_boxed_str());
+        let debs = deb_repo(&dir, &[Pkg::new("vzt-alpha", version, 20_000 + g), Pkg::new("vzt-beta", version, 30_000)]);
+        deb_index_with(&dir, &IndexOptions { by_hash: true, signer: Some(&archive_key) });
+        (dir, debs)
+    };
+    let (gen0, debs) = build(0);
+    let publish = |dir: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(&live);
+        copy_tree(dir, &live);
+    };
+    publish(&gen0);
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let remap = format!("debian={}/debian", upstream.url());
+    // The default index TTL (30 s): within it, InRelease is served without asking upstream, so
+    // a second client still gets generation 0's.
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), NO_BACKOFF, &["--remap", &remap]);
+    let base = format!("{}/debian", proxy.url());
+
+    // The first client does not use by-hash: the proxy stores the index under its plain name.
+    let plain = Apt::new(&tmp.path().join("apt-plain"), Via::Remap { base: &base });
+    std::fs::write(plain.dir.join("etc/apt/apt.conf.d/by-hash"), "Acquire::By-Hash \"no\";\n").unwrap();
+    plain.get(&["update"]);
+    plain.get(&["install", "--download-only", "vzt-alpha"]);
+    assert!(upstream.count_ending("/Packages.xz") > 0, "the plain client fetched Packages.xz by name");
+    assert_eq!(upstream.count_ending("/by-hash"), 0);
+
+    // Upstream moves to generation 1; nothing of generation 0 is left there.
+    let (gen1, _) = build(1);
+    publish(&gen1);
+    assert!(!live.join(&debs[0]).exists());
+    let before = upstream.total();
+
+    // The second client uses by-hash, as apt does by default, with generation 0's InRelease.
+    let by_hash = Apt::new(&tmp.path().join("apt-by-hash"), Via::Remap { base: &base });
+    let (ok, out) = by_hash.try_get(&["update"]);
+    assert!(ok && !out.contains("Err:"), "apt update of the pinned generation failed:\n{out}");
+    by_hash.get(&["install", "--download-only", "vzt-alpha"]);
+    let got = std::fs::read(&by_hash.archives()[0]).unwrap();
+    assert_eq!(sha256(&got), sha256(&std::fs::read(gen0.join(&debs[0])).unwrap()));
+    let index = std::fs::read(gen0.join("dists/stable/main/binary-amd64/Packages.xz")).unwrap();
+    let (status, body) = get(&format!("{base}/dists/stable/main/binary-amd64/by-hash/SHA256/{}", sha256(&index)));
+    assert_eq!((status, sha256(&body.unwrap())), (200, sha256(&index)), "generation 0's index, by hash");
+    assert_eq!(upstream.total(), before, "upstream was asked for something after the switch");
+}
+
+/// Copies a directory tree (the repository builders' output) to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// With a keyring, a Release checked with its Release.gpg and a repomd.xml checked with its
+/// repomd.xml.asc root the chain: in strict mode, which stores only packages the chain vouches
+/// for, everything apt and dnf download is stored, verified. The proxy fetches each signature
+/// beside its file and keeps it, so the client's copy is the one checked. A repomd.xml whose
+/// signature is by another key is refused with 502 and nothing is learned from it.
+///
+/// What breaks it: without the detached-signature checks (a Release or repomd.xml never trusted
+/// with a keyring, Release.gpg and repomd.xml.asc vouching for nothing), strict mode stores no
+/// package and the first store assertion fails.
+#[test]
+fn release_gpg_and_repomd_asc_root_the_chain_with_a_keyring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let other_key = Gpg::new(&tmp.path().join("gpg-other"), "intruder");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let deb_root = tmp.path().join("upstream/debian");
+    let debs = deb_repo(&deb_root, &packages());
+    deb_index_with(&deb_root, &IndexOptions { signer: Some(&archive_key), ..Default::default() });
+    // No InRelease: apt and the proxy go by Release and Release.gpg.
+    std::fs::remove_file(deb_root.join("dists/stable/InRelease")).unwrap();
+    let rpm_root = tmp.path().join("upstream/el");
+    let rpms = rpm_repo(&rpm_root, &packages());
+    let repomd = rpm_root.join("repodata/repomd.xml");
+    archive_key.detach_sign(&repomd, &repomd.with_extension("xml.asc"));
+
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let (deb_remap, rpm_remap) = (format!("debian={}/debian", upstream.url()), format!("el={}/el", upstream.url()));
+    let keyring = keyring.display().to_string();
+    let config = format!("[proxy]\nstrict = true\n[proxy.keyrings]\ndebian = {keyring:?}\nel = {keyring:?}\n");
+    let args = ["--remap", &deb_remap, "--remap", &rpm_remap];
+    let proxy = ProxyProcess::start(&tmp.path().join("cache"), &config, &args);
+
+    let base = format!("{}/debian", proxy.url());
+    let apt = Apt::new(&tmp.path().join("apt"), Via::Remap { base: &base });
+    apt.get(&["update"]);
+    apt.get(&["install", "--download-only", "vzt-alpha"]);
+    let stored = check_store(&proxy.cache_dir);
+    for deb in &debs {
+        let want = sha256(&std::fs::read(deb_root.join(deb)).unwrap());
+        assert!(stored.contains(&want), "strict mode did not store {deb}: Release.gpg did not root the chain");
+    }
+    let base = format!("{}/el/", proxy.url());
+    Dnf::new(&tmp.path().join("dnf"), Via::Remap { base: &base }).run(&["install", "--downloadonly", "vzt-alpha"]);
+    let stored = check_store(&proxy.cache_dir);
+    for rpm in &rpms {
+        let want = sha256(&std::fs::read(rpm_root.join(rpm)).unwrap());
+        assert!(stored.contains(&want), "strict mode did not store {rpm}: repomd.xml.asc did not root the chain");
+    }
+    assert_eq!(status_json(&proxy)["unverified_entries"], 0, "everything stored is verified");
+    let (status, signature) = get(&format!("{}/debian/dists/stable/Release.gpg", proxy.url()));
+    assert_eq!((status, signature.unwrap()), (200, std::fs::read(deb_root.join("dists/stable/Release.gpg")).unwrap()));
+    assert_eq!(upstream.count("/debian/dists/stable/Release.gpg"), 1, "the checked signature is kept and served");
+    assert_eq!(upstream.count("/el/repodata/repomd.xml.asc"), 1);
+
+    // The same repomd.xml signed by another key: refused whole, nothing learned.
+    other_key.detach_sign(&repomd, &repomd.with_extension("xml.asc"));
+    let other = ProxyProcess::start(&tmp.path().join("cache-other"), &config, &args);
+    let (status, body) = get(&format!("{}/el/repodata/repomd.xml", other.url()));
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body.unwrap()).contains("signature does not verify"));
+    assert_eq!(status_json(&other)["known_hashes"], 0);
+    assert!(check_store(&other.cache_dir).is_empty());
 }

@@ -4,6 +4,7 @@
 //! Pure functions over bytes: no I/O here.
 
 pub mod apt;
+pub mod armor;
 pub mod compress;
 pub mod rpm;
 
@@ -18,6 +19,9 @@ pub enum ParseError {
     TooLarge,
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A signed file with text its signature does not cover, or armor where none belongs.
+    #[error("{0}")]
+    Framing(&'static str),
 }
 
 /// One file an index vouches for: its path (relative to the index's base), SHA256 and size.

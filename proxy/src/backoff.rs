@@ -20,29 +20,39 @@ impl Backoff {
 
     /// Err while `key` is waiting out its backoff.
     pub fn check(&self, key: &str) -> Result<(), Error> {
-        let failing = self.failing.lock().unwrap();
-        match failing.get(key) {
-            Some((failures, until)) if Instant::now() < *until => Err(Error::Upstream(format!(
-                "{key} failed {failures} time(s) in a row; next attempt in {} s",
-                until.saturating_duration_since(Instant::now()).as_secs() + 1
-            ))),
-            _ => Ok(()),
-        }
+        self.check_at(key, Instant::now())
     }
 
     pub fn failed(&self, key: &str) {
-        if self.base.is_zero() {
-            return;
-        }
-        let mut failing = self.failing.lock().unwrap();
-        let (failures, until) = failing.entry(key.to_string()).or_insert((0, Instant::now()));
-        *failures += 1;
-        let wait = self.base.saturating_mul(1 << (*failures - 1).min(20)).min(self.max);
-        *until = Instant::now() + wait;
+        self.failed_at(key, Instant::now())
     }
 
     pub fn succeeded(&self, key: &str) {
         self.failing.lock().unwrap().remove(key);
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), Error> {
+        let failing = self.failing.lock().unwrap();
+        match failing.get(key) {
+            Some((failures, until)) if now < *until => {
+                let left = until.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Err(Error::Upstream(format!("{key} failed {failures} time(s) in a row; next attempt in {secs} s")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The wait doubles with each failure in a row, from `base` up to `max`.
+    fn failed_at(&self, key: &str, now: Instant) {
+        if self.base.is_zero() {
+            return;
+        }
+        let mut failing = self.failing.lock().unwrap();
+        let (failures, until) = failing.entry(key.to_string()).or_insert((0, now));
+        *failures += 1;
+        let wait = self.base.saturating_mul(1 << (*failures - 1).min(20)).min(self.max);
+        *until = now + wait;
     }
 }
 
@@ -60,6 +70,28 @@ mod tests {
         assert!(backoff.check("other").is_ok());
         backoff.succeeded("k");
         assert!(backoff.check("k").is_ok());
+    }
+
+    /// Each failure in a row waits twice as long as the one before, never longer than the
+    /// maximum: 10, 20, 40, then 60 s again and again. A constant wait, or one past the
+    /// maximum, fails here.
+    #[test]
+    fn the_wait_doubles_up_to_its_maximum() {
+        let backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut now = Instant::now();
+        for (failure, wait) in [10, 20, 40, 60, 60, 60].into_iter().enumerate() {
+            backoff.failed_at("k", now);
+            let err = backoff.check_at("k", now).unwrap_err().to_string();
+            let said = format!("failed {} time(s) in a row; next attempt in {} s", failure + 1, wait);
+            assert!(err.contains(&said), "after failure {}: {err}", failure + 1);
+            let almost = now + Duration::from_secs(wait) - Duration::from_millis(1);
+            assert!(backoff.check_at("k", almost).is_err(), "after failure {}: over before {wait} s", failure + 1);
+            now += Duration::from_secs(wait);
+            assert!(backoff.check_at("k", now).is_ok(), "after failure {}: still waiting at {wait} s", failure + 1);
+        }
+        backoff.succeeded("k");
+        backoff.failed_at("k", now);
+        assert!(backoff.check_at("k", now + Duration::from_secs(10)).is_ok(), "a success starts over at the base");
     }
 
     #[test]

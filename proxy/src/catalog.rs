@@ -245,9 +245,10 @@ impl Catalog {
         (verified, dropped)
     }
 
-    /// Marks an entry verified, e.g. a Release once its detached signature has checked out.
-    pub fn mark_verified(&self, key: &str) {
-        if let Some(e) = self.entries.write().unwrap().get_mut(key) {
+    /// Marks an entry verified if it still holds `blob`: a Release once the detached signature
+    /// checked against exactly that content has checked out.
+    pub fn mark_verified(&self, key: &str, blob: &str) {
+        if let Some(e) = self.entries.write().unwrap().get_mut(key).filter(|e| e.blob == blob) {
             e.verified = true;
             let _ = self.writer.send(Write::Verified(key.to_string()));
         }

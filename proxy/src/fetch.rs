@@ -22,10 +22,13 @@ use crate::flight::{Head, Lead, Progress};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::target::Target;
-use crate::verify::{Root, Verifier};
+use crate::verify::{Root, Trusted, Verifier};
 
 /// Index files up to this size are verified before their first byte is sent.
 const HOLD_WHOLE_MAX: u64 = 4 << 20;
+
+/// A detached signature is a few hundred bytes per key; anything far larger is not one.
+const SIGNATURE_MAX: usize = 1 << 20;
 
 pub struct Upstream {
     client: reqwest::Client,
@@ -292,12 +295,28 @@ impl Fetcher {
             return Ok(done);
         }
 
-        let (me, trusted_target, tmp_path) = (self.shared(), target.clone(), tmp.path().to_path_buf());
-        let trusted_root =
-            blocking(move || me.verifier.check_root(&me.catalog, &me.store, &trusted_target, &tmp_path)).await?;
-        if trusted_root && matches!(Root::of(&target.key), Some(Root::ReleaseGpg | Root::RepomdAsc)) {
-            let signed = target.key.rsplit_once('.').map(|(signed, _)| signed).unwrap_or(&target.key);
-            self.catalog.mark_verified(signed);
+        // With a keyring, a Release or repomd.xml is checked against its detached signature
+        // before anyone gets it, so that a pair that does not verify is refused as a whole.
+        let signature = match Root::of(&target.key) {
+            Some(root @ (Root::Release | Root::Repomd)) if self.verifier.has_keyring(&target) => {
+                self.signature(&url, root).await
+            }
+            _ => None,
+        };
+        let (me, checked_target, tmp_path) = (self.shared(), target.clone(), tmp.path().to_path_buf());
+        let signature_bytes = signature.as_ref().map(|(bytes, _)| bytes.clone());
+        let trusted = blocking(move || {
+            let signature = signature_bytes.as_deref();
+            me.verifier.check_root(&me.catalog, &me.store, &checked_target, &tmp_path, signature)
+        })
+        .await?;
+        if let Some((signed_key, signed_blob)) = trusted.as_ref().and_then(|t| t.signed.as_ref()) {
+            self.catalog.mark_verified(signed_key, signed_blob);
+        }
+        let signature_only = matches!(Root::of(&target.key), Some(Root::ReleaseGpg | Root::RepomdAsc));
+        if signature_only && trusted.is_none() && self.verifier.has_keyring(&target) {
+            tracing::info!(%url, "no stored file to check this signature against; passed through, not stored");
+            return Ok(done);
         }
         let store = self.store.clone();
         let hash = blob.clone();
@@ -311,22 +330,85 @@ impl Fetcher {
                 last_modified: head.last_modified.clone(),
                 content_type: head.content_type.clone(),
                 validated_at: now_secs(),
-                verified: expected.is_some() || trusted_root,
+                verified: expected.is_some() || trusted.is_some(),
             },
         );
+        // The signature that vouched for this root is kept beside it, so that clients get the
+        // pair that was checked together.
+        if let (Some((bytes, head)), Some(_)) = (signature, &trusted) {
+            let suffix = if target.key.ends_with("/Release") { ".gpg" } else { ".asc" };
+            let key = format!("{}{suffix}", target.key);
+            if let Err(e) = self.keep_signature(&key, bytes, &head).await {
+                tracing::warn!(%key, error = %e, "checked signature not stored; it is fetched again when asked for");
+            }
+        }
         // Learned before the last byte goes out: by the time a client asks for what this index
         // lists, the proxy knows what each file must hash to.
-        self.learn(&target, &blob, trusted_root, expected.map(|e| e.role)).await;
+        self.learn(&target, &blob, trusted, expected.map(|e| e.role)).await;
         Ok(done)
+    }
+
+    /// The detached signature beside the root at `url`, from the same upstream; `None` when
+    /// upstream has none or cannot give it now (the root then stays untrusted until a client's
+    /// own request for the signature checks it).
+    async fn signature(&self, url: &str, root: Root) -> Option<(Vec<u8>, Head)> {
+        let suffix = if root == Root::Release { ".gpg" } else { ".asc" };
+        let signature_url = format!("{url}{suffix}");
+        let mut resp = match self.upstream.get(std::slice::from_ref(&signature_url), None).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::info!(url = %signature_url, error = %e, "no detached signature: the root stays untrusted");
+                return None;
+            }
+        };
+        let head = head_of(resp.headers());
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) if bytes.len() + chunk.len() <= SIGNATURE_MAX => bytes.extend_from_slice(&chunk),
+                Ok(Some(_)) => {
+                    tracing::warn!(url = %signature_url, "detached signature larger than {SIGNATURE_MAX} bytes: ignored");
+                    return None;
+                }
+                Ok(None) => return Some((bytes, head)),
+                Err(e) => {
+                    tracing::info!(url = %signature_url, error = %chain(&e), "detached signature broke off: the root stays untrusted");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Stores a checked detached signature under its own key.
+    async fn keep_signature(&self, key: &str, bytes: Vec<u8>, head: &Head) -> Result<()> {
+        let blob = hex::encode(Sha256::digest(&bytes));
+        let (store, hash, size) = (self.store.clone(), blob.clone(), bytes.len() as u64);
+        blocking(move || {
+            let mut tmp = store.new_tmp()?;
+            std::io::Write::write_all(&mut tmp, &bytes)?;
+            store.commit(tmp, &hash)?;
+            Ok(())
+        })
+        .await?;
+        let entry = Entry {
+            blob,
+            size,
+            etag: head.etag.clone(),
+            last_modified: head.last_modified.clone(),
+            content_type: head.content_type.clone(),
+            validated_at: now_secs(),
+            verified: true,
+        };
+        self.catalog.put(key, entry);
+        Ok(())
     }
 
     /// Records what a stored index vouches for. A parse failure is logged, not fatal: the file
     /// itself matched its hash; only what it lists stays unverified.
-    async fn learn(&self, target: &Target, blob: &str, trusted_root: bool, role: Option<Role>) {
+    async fn learn(&self, target: &Target, blob: &str, trusted: Option<Trusted>, role: Option<Role>) {
         let (me, target, blob) = (self.shared(), target.clone(), blob.to_string());
         let key = target.key.clone();
-        let learned =
-            blocking(move || me.verifier.learn(&me.catalog, &me.store, &target, &blob, trusted_root, role)).await;
+        let learned = blocking(move || me.verifier.learn(&me.store, &target, &blob, trusted.as_ref(), role)).await;
         match learned {
             Ok(learned) if learned.is_empty() => {}
             Ok(learned) => {

@@ -52,8 +52,9 @@ pub async fn serve(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: imp
         });
     }
     shutdown.await;
-    tracing::info!("stopping: no new connections; waiting for running requests and downloads");
     acceptors.shutdown().await;
+    // Said once the listeners are closed, so that whoever reads it knows new connections fail.
+    tracing::info!("stopping: listeners closed; waiting for running requests and downloads");
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("acceptors are gone"));
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}: closing them");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vzpkg_adapters::compress::{decompress, Compression};
-use vzpkg_adapters::{apt, rpm, FileHash, FileKind};
+use vzpkg_adapters::{apt, armor, rpm, FileHash, FileKind};
 
 use crate::catalog::{Catalog, Expected, Role};
 use crate::error::{Error, Result};
@@ -78,72 +78,96 @@ impl Verifier {
         self.keyrings.get(&target.origin).map(PathBuf::as_path)
     }
 
-    /// Checks a downloaded root before it is stored (blocking: runs gpgv). Returns whether the
-    /// file is a root whose hashes may be trusted.
-    pub fn check_root(&self, catalog: &Catalog, store: &Store, target: &Target, file: &Path) -> Result<bool> {
+    /// Whether `target`'s roots must carry a good signature.
+    pub fn has_keyring(&self, target: &Target) -> bool {
+        self.keyring(target).is_some()
+    }
+
+    /// Checks a downloaded root before it is stored (blocking: runs gpgv), and returns what it
+    /// may be trusted for, if anything. `signature` is the detached signature fetched beside a
+    /// Release or repomd.xml. An Err means the file must not be stored: a root whose framing or
+    /// signature is bad is refused whole, never trimmed to its good part.
+    pub fn check_root(
+        &self,
+        catalog: &Catalog,
+        store: &Store,
+        target: &Target,
+        file: &Path,
+        signature: Option<&[u8]>,
+    ) -> Result<Option<Trusted>> {
         let Some(root) = Root::of(&target.key) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let Some(keyring) = self.keyring(target) else {
-            return Ok(matches!(root, Root::InRelease | Root::Release | Root::Repomd));
-        };
+        let key = target.key.as_str();
+        let bytes = std::fs::read(file).map_err(Error::Store)?;
+        let keyring = self.keyring(target);
         match root {
-            Root::InRelease => {
-                gpgv(keyring, &[file])?;
-                Ok(true)
+            Root::InRelease | Root::Release => {
+                // apt refuses text outside the signed message whether or not it checks the
+                // signature, so nothing is learned from such a file without a keyring either.
+                let signed = armor::clearsigned(&String::from_utf8_lossy(&bytes)).map_err(|e| framing(key, e))?;
+                match (keyring, root, signature) {
+                    // Trusted on first use: the signed part, or the whole of an unsigned Release.
+                    (None, ..) => Ok(Some(Trusted::root(signed.map(String::into_bytes).unwrap_or(bytes)))),
+                    // The text gpgv itself took as signed, not our reading of the file.
+                    (Some(keyring), Root::InRelease, _) => Ok(Some(Trusted::root(clearsigned(keyring, key, &bytes)?))),
+                    (Some(keyring), _, Some(signature)) => {
+                        detached(keyring, key, signature, &bytes)?;
+                        Ok(Some(Trusted::root(bytes)))
+                    }
+                    // Trusted only once its detached signature has been checked.
+                    (Some(_), _, None) => Ok(None),
+                }
             }
-            // Trusted only once its detached signature has been checked.
-            Root::Release | Root::Repomd => Ok(false),
+            Root::Repomd => match (keyring, signature) {
+                (None, _) => Ok(Some(Trusted::root(bytes))),
+                (Some(keyring), Some(signature)) => {
+                    detached(keyring, key, signature, &bytes)?;
+                    Ok(Some(Trusted::root(bytes)))
+                }
+                (Some(_), None) => Ok(None),
+            },
             Root::ReleaseGpg | Root::RepomdAsc => {
-                let signed_key = target.key.rsplit_once('.').expect("has an extension").0;
-                let Some(signed) = catalog.get(signed_key) else {
-                    tracing::info!(key = %target.key, "signature fetched before the file it signs: nothing to check yet");
-                    return Ok(false);
+                let Some(keyring) = keyring else {
+                    return Ok(None);
                 };
-                gpgv(keyring, &[file, &store.blob_path(&signed.blob)])?;
-                Ok(true)
+                let signed_key = key.rsplit_once('.').expect("has an extension").0;
+                let Some(signed) = catalog.get(signed_key) else {
+                    tracing::info!(%key, "signature fetched before the file it signs: nothing to check yet");
+                    return Ok(None);
+                };
+                // Read once: the bytes checked are the bytes learned from, whatever replaces the
+                // catalog entry meanwhile.
+                let data = std::fs::read(store.blob_path(&signed.blob)).map_err(Error::Store)?;
+                detached(keyring, key, &bytes, &data)?;
+                Ok(Some(Trusted { text: data, signed: Some((signed_key.to_string(), signed.blob)) }))
             }
         }
     }
 
     /// What a stored file vouches for, keyed like the catalog (blocking: reads and parses it).
-    /// `trusted_root` comes from `check_root`; `role` from the index that listed this file.
+    /// A root vouches through `trusted`, from `check_root`, and for nothing without it; any other
+    /// file through `role`, from the index that listed it.
     pub fn learn(
         &self,
-        catalog: &Catalog,
         store: &Store,
         target: &Target,
         blob: &str,
-        trusted_root: bool,
+        trusted: Option<&Trusted>,
         role: Option<Role>,
     ) -> Result<Vec<(String, Expected)>> {
         let key = target.key.as_str();
         let read = |blob: &str| std::fs::read(store.blob_path(blob)).map_err(Error::Store);
         let parse = |e: vzpkg_adapters::ParseError| Error::Verify(format!("{key}: {e}"));
         let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or(key);
-        match (Root::of(key), role) {
-            (Some(Root::InRelease | Root::Release | Root::ReleaseGpg), _) if trusted_root => {
-                // What a Release.gpg vouches for is the Release beside it.
-                let release_blob = match key.ends_with(".gpg") {
-                    true => catalog.get(&format!("{dir}/Release")).map(|e| e.blob),
-                    false => Some(blob.to_string()),
-                };
-                let Some(release_blob) = release_blob else {
-                    return Ok(Vec::new());
-                };
-                let release = apt::release::parse(&read(&release_blob)?).map_err(parse)?;
+        match (Root::of(key), trusted, role) {
+            (Some(Root::InRelease | Root::Release | Root::ReleaseGpg), Some(trusted), _) => {
+                let release = apt::release::parse(&trusted.text).map_err(parse)?;
                 Ok(release_entries(dir, &release, key))
             }
-            (Some(Root::Repomd | Root::RepomdAsc), _) if trusted_root => {
-                let repomd_blob = match key.ends_with(".asc") {
-                    true => catalog.get(&format!("{dir}/repomd.xml")).map(|e| e.blob),
-                    false => Some(blob.to_string()),
-                };
-                let Some(repomd_blob) = repomd_blob else {
-                    return Ok(Vec::new());
-                };
+            (Some(Root::Repomd | Root::RepomdAsc), Some(trusted), _) => {
                 let base = dir.strip_suffix("/repodata").unwrap_or(dir);
-                let files = rpm::repomd::parse(&read(&repomd_blob)?).map_err(parse)?;
+                let files = rpm::repomd::parse(&trusted.text).map_err(parse)?;
                 Ok(files
                     .into_iter()
                     .map(|m| {
@@ -155,7 +179,8 @@ impl Verifier {
                     })
                     .collect())
             }
-            (_, Some(Role::AptPackages(compression))) => {
+            (Some(_), ..) => Ok(Vec::new()),
+            (None, _, Some(Role::AptPackages(compression))) => {
                 let text = decompress(compression, &read(blob)?).map_err(parse)?;
                 let debs = apt::packages::parse(&text).map_err(parse)?;
                 // Filenames are relative to the archive root, the part before `/dists/`.
@@ -169,7 +194,7 @@ impl Verifier {
                     })
                     .collect())
             }
-            (_, Some(Role::RpmPrimary(compression))) => {
+            (None, _, Some(Role::RpmPrimary(compression))) => {
                 let text = decompress(compression, &read(blob)?).map_err(parse)?;
                 let files = rpm::primary::parse(&text).map_err(parse)?;
                 let base = key.rsplit_once("/repodata/").map(|(b, _)| b).unwrap_or(dir);
@@ -178,6 +203,25 @@ impl Verifier {
             _ => Ok(Vec::new()),
         }
     }
+}
+
+/// What a root that checked out vouches for: the exact bytes its hashes are read from.
+#[derive(Debug)]
+pub struct Trusted {
+    /// A Release (an InRelease's signed text, as gpgv gave it) or a repomd.xml.
+    pub text: Vec<u8>,
+    /// For a detached signature: the key and blob of the file it signed, which is now verified.
+    pub signed: Option<(String, String)>,
+}
+
+impl Trusted {
+    fn root(text: Vec<u8>) -> Trusted {
+        Trusted { text, signed: None }
+    }
+}
+
+fn framing(key: &str, e: vzpkg_adapters::ParseError) -> Error {
+    Error::Verify(format!("{key}: {e} (apt refuses such a file too)"))
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
@@ -202,14 +246,33 @@ fn release_entries(dir: &str, release: &apt::release::Release, source: &str) -> 
     out
 }
 
-/// Runs gpgv: a clearsigned file alone, or a detached signature and its data.
-fn gpgv(keyring: &Path, files: &[&Path]) -> Result<()> {
+/// Checks a detached signature of `data`; the signature must be armor and nothing else.
+fn detached(keyring: &Path, key: &str, signature: &[u8], data: &[u8]) -> Result<()> {
+    armor::detached(signature).map_err(|e| framing(key, e))?;
     let home = tempfile::tempdir().map_err(Error::Store)?;
+    let (signature_file, data_file) = (home.path().join("signature"), home.path().join("data"));
+    std::fs::write(&signature_file, signature).map_err(Error::Store)?;
+    std::fs::write(&data_file, data).map_err(Error::Store)?;
+    gpgv(keyring, key, home.path(), &[&signature_file, &data_file])
+}
+
+/// Checks a clearsigned message and returns the text gpgv found signed.
+fn clearsigned(keyring: &Path, key: &str, message: &[u8]) -> Result<Vec<u8>> {
+    let home = tempfile::tempdir().map_err(Error::Store)?;
+    let (message_file, text_file) = (home.path().join("message"), home.path().join("text"));
+    std::fs::write(&message_file, message).map_err(Error::Store)?;
+    gpgv(keyring, key, home.path(), &["--output".as_ref(), &text_file, &message_file])?;
+    std::fs::read(&text_file).map_err(Error::Store)
+}
+
+/// Runs gpgv with `home` as its GnuPG home: copies of the bytes to check are written there, so
+/// what gpgv reads is exactly what the caller holds.
+fn gpgv(keyring: &Path, key: &str, home: &Path, args: &[&Path]) -> Result<()> {
     let out = Command::new("gpgv")
-        .env("GNUPGHOME", home.path())
+        .env("GNUPGHOME", home)
         .arg("--keyring")
         .arg(keyring)
-        .args(files)
+        .args(args)
         .output()
         .map_err(|e| Error::Verify(format!("cannot run gpgv (install the gpgv package): {e}")))?;
     if out.status.success() {
@@ -217,7 +280,7 @@ fn gpgv(keyring: &Path, files: &[&Path]) -> Result<()> {
     }
     let why = String::from_utf8_lossy(&out.stderr);
     let why = why.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given");
-    Err(Error::Verify(format!("signature does not verify with keyring {}: {why}", keyring.display())))
+    Err(Error::Verify(format!("{key}: signature does not verify with keyring {}: {why}", keyring.display())))
 }
 
 #[cfg(test)]
@@ -231,6 +294,45 @@ mod tests {
         assert_eq!(Root::of("remap:el/repodata/repomd.xml"), Some(Root::Repomd));
         assert_eq!(Root::of("remap:el/repomd.xml"), None);
         assert_eq!(Root::of("remap:d/pool/a.deb"), None);
+    }
+
+    /// Without a keyring a root is trusted on first use, but only for its signed part, and one
+    /// with text outside that part is refused rather than trimmed.
+    #[test]
+    fn a_root_is_learned_from_its_signed_part_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(&dir.path().join("index.sqlite"), |_| true).unwrap();
+        let verifier = Verifier::new(BTreeMap::new());
+        let target = Target {
+            key: "remap:d/dists/s/InRelease".into(),
+            origin: "d".into(),
+            upstreams: Vec::new(),
+            kind: FileKind::Index,
+            host: None,
+        };
+        let hash = |n: u8| format!("{n:02x}").repeat(32);
+        let signed = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nSHA256:\n {} 3 main/binary-amd64/Packages\n\
+             -----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n",
+            hash(1)
+        );
+        let file = dir.path().join("InRelease");
+        let check = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            verifier.check_root(&catalog, &store, &target, &file, None)
+        };
+        let before = format!("SHA256:\n {} 3 extra/Packages\n\n{signed}", hash(2));
+        let err = check(&before).unwrap_err();
+        assert!(matches!(&err, Error::Verify(why) if why.contains("text before the signed message")), "{err}");
+        assert!(check(&format!("{signed}\nSuite: x\n")).is_err(), "text after the signature");
+
+        let trusted = check(&signed).unwrap().expect("trusted on first use");
+        assert!(String::from_utf8(trusted.text.clone()).unwrap().starts_with("SHA256:"));
+        let learned = verifier.learn(&store, &target, "unused", Some(&trusted), None).unwrap();
+        let keys: Vec<_> = learned.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["remap:d/dists/s/main/binary-amd64/Packages"]);
+        assert!(verifier.learn(&store, &target, "unused", None, None).unwrap().is_empty(), "untrusted: nothing");
     }
 
     #[test]

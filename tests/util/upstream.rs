@@ -1,7 +1,9 @@
-//! A real HTTP upstream on 127.0.0.1:0 serving a directory, counting every request, with
-//! Last-Modified/ETag validators, conditional GETs and Range. A path can be gated: its body
-//! stops after a first part until the test opens the gate, which makes "bytes reached the
-//! client before upstream finished" provable without sleeping.
+//! A real HTTP upstream on 127.0.0.1:0 serving a directory, recording every request (path,
+//! method, Range and If-Range), with Last-Modified/ETag validators, conditional GETs and Range.
+//! A path can be gated: its body stops after a first part until the test opens the gate, which
+//! makes "bytes reached the client before upstream finished" provable without sleeping. A path
+//! can also be answered with an error status, cut, stalled or slowed to a trickle; files the
+//! test deletes from the directory are gone upstream.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,10 +26,27 @@ struct Gate {
     open: watch::Receiver<bool>,
 }
 
+/// How the next response for a path goes slow after its first part.
+#[derive(Clone, Copy)]
+pub enum Slow {
+    /// Nothing more is sent, and the connection stays open.
+    Stall,
+    /// `bytes` more every `every`, until the body is complete.
+    Trickle { bytes: usize, every: std::time::Duration },
+}
+
 #[derive(Default)]
 struct State {
     /// GET and HEAD requests per path, conditional ones included.
     requests: HashMap<String, u64>,
+    /// Every request in order: (path, method).
+    methods: Vec<(String, String)>,
+    /// If-Range headers received, with their paths.
+    if_ranges: Vec<(String, String)>,
+    /// Paths answered with this status, whatever the directory holds.
+    failures: HashMap<String, StatusCode>,
+    /// Paths whose next response goes slow after a first part of so many bytes.
+    slow: HashMap<String, (usize, Slow)>,
     gates: HashMap<String, Gate>,
     /// Paths whose next response breaks off after this many body bytes.
     cuts: HashMap<String, usize>,
@@ -153,6 +172,32 @@ impl Upstream {
         self.state.lock().unwrap().redirects.insert(path.to_string(), location.to_string());
     }
 
+    /// The methods `path` was asked with, in order.
+    pub fn methods(&self, path: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.methods.iter().filter(|(p, _)| p == path).map(|(_, m)| m.clone()).collect()
+    }
+
+    /// The If-Range headers `path` was asked with, in order.
+    pub fn if_ranges(&self, path: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.if_ranges.iter().filter(|(p, _)| p == path).map(|(_, r)| r.clone()).collect()
+    }
+
+    /// From now on, `path` is answered with `status` (a 5xx, say) until `heal`ed.
+    pub fn fail(&self, path: &str, status: u16) {
+        self.state.lock().unwrap().failures.insert(path.to_string(), StatusCode::from_u16(status).unwrap());
+    }
+
+    pub fn heal(&self, path: &str) {
+        self.state.lock().unwrap().failures.remove(path);
+    }
+
+    /// The next response for `path` sends `first_part` bytes, then goes slow as `how` says.
+    pub fn slow_once(&self, path: &str, first_part: usize, how: Slow) {
+        self.state.lock().unwrap().slow.insert(path.to_string(), (first_part, how));
+    }
+
     /// The Range headers `path` was asked with, in order.
     pub fn ranges(&self, path: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
@@ -182,11 +227,18 @@ fn http_date(t: std::time::SystemTime) -> String {
 
 async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let (gate, cut) = {
+    let (gate, cut, slow) = {
         let mut state = state.lock().unwrap();
         *state.requests.entry(path.clone()).or_default() += 1;
+        state.methods.push((path.clone(), req.method().to_string()));
         if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
             state.ranges.push((path.clone(), range.to_string()));
+        }
+        if let Some(if_range) = req.headers().get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+            state.if_ranges.push((path.clone(), if_range.to_string()));
+        }
+        if let Some(code) = state.failures.get(&path) {
+            return status(*code);
         }
         if let Some(location) = state.redirects.get(&path) {
             return Response::builder()
@@ -196,7 +248,8 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
                 .unwrap();
         }
         let cut = state.cuts.remove(&path);
-        (state.gates.get(&path).map(|g| (g.first_part, g.open.clone())), cut)
+        let slow = if req.method() == hyper::Method::GET { state.slow.remove(&path) } else { None };
+        (state.gates.get(&path).map(|g| (g.first_part, g.open.clone())), cut, slow)
     };
     // A gate with no first part holds the whole answer, 304 included.
     if let Some((0, mut open)) = gate.clone() {
@@ -251,6 +304,9 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
         let frames = vec![Ok(Frame::data(body.slice(..at))), Err(std::io::Error::other("cut"))];
         return resp.body(StreamBody::new(futures_util::stream::iter(frames)).boxed()).unwrap();
     }
+    if let Some((first_part, how)) = slow.filter(|(at, _)| *at < body.len()) {
+        return resp.body(slow_body(body, first_part, how)).unwrap();
+    }
     match gate {
         Some((first_part, open)) if !*open.borrow() && body.len() > first_part => {
             let (head, tail) = (body.slice(..first_part), body.slice(first_part..));
@@ -271,6 +327,26 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
             resp.body(StreamBody::new(stream).boxed()).unwrap()
         }
         _ => resp.body(full(body)).unwrap(),
+    }
+}
+
+/// `body` sent as `first_part` bytes, then slowly: pacing a slow network, not synchronising.
+fn slow_body(body: Bytes, first_part: usize, how: Slow) -> Body {
+    let first = futures_util::stream::iter([Ok(Frame::data(body.slice(..first_part)))]);
+    let rest = body.slice(first_part..);
+    match how {
+        Slow::Stall => StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending())).boxed(),
+        Slow::Trickle { bytes, every } => {
+            let trickle = futures_util::stream::unfold(rest, move |rest| async move {
+                if rest.is_empty() {
+                    return None;
+                }
+                tokio::time::sleep(every).await;
+                let n = bytes.min(rest.len());
+                Some((Ok(Frame::data(rest.slice(..n))), rest.slice(n..)))
+            });
+            StreamBody::new(futures_util::StreamExt::chain(first, trickle)).boxed()
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Release and InRelease, signed or not.
+//! Release and InRelease, signed or not, and the framing of detached signatures.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = vzpkg_adapters::armor::detached(data);
     if let Ok(release) = vzpkg_adapters::apt::release::parse(data) {
         for f in release.files {
             assert_eq!(f.sha256.len(), 64);

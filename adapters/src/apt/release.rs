@@ -11,11 +11,13 @@ pub struct Release {
     pub by_hash: bool,
 }
 
-/// Parses a Release file, or an InRelease (the same, clearsigned). The signature is not checked
+/// Parses a Release file, or an InRelease (the same, clearsigned): only the signed text of an
+/// InRelease, which must hold nothing else (see [`crate::armor`]). The signature is not checked
 /// here: that is the caller's business, with a keyring.
 pub fn parse(bytes: &[u8]) -> Result<Release, ParseError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Syntax("Release is not UTF-8".into()))?;
-    let body = signed_body(text)?;
+    let signed = crate::armor::clearsigned(text)?;
+    let body = signed.as_deref().unwrap_or(text);
     let mut release = Release::default();
     let mut in_sha256 = false;
     for line in body.lines() {
@@ -44,25 +46,6 @@ fn hash_line(line: &str) -> Result<FileHash, ParseError> {
     FileHash::new(path, hash, Some(size))
 }
 
-/// The signed text of a clearsigned message (dash-escaping undone), or the whole text when it
-/// is not clearsigned.
-fn signed_body(text: &str) -> Result<String, ParseError> {
-    const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
-    const SIG: &str = "-----BEGIN PGP SIGNATURE-----";
-    let trimmed = text.trim_start();
-    let Some(rest) = trimmed.strip_prefix(BEGIN) else {
-        return Ok(text.to_string());
-    };
-    // Armor headers ("Hash: SHA512") end at the first empty line.
-    let Some((_, rest)) = rest.split_once("\n\n").or_else(|| rest.split_once("\r\n\r\n")) else {
-        return Err(ParseError::Syntax("clearsigned message without a body".into()));
-    };
-    let Some((signed, _)) = rest.split_once(SIG) else {
-        return Err(ParseError::Syntax("clearsigned message without a signature".into()));
-    };
-    Ok(signed.lines().map(|l| l.strip_prefix("- ").unwrap_or(l)).collect::<Vec<_>>().join("\n"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +69,18 @@ SHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 mai
             "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{RELEASE}- -dash line\n-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n"
         );
         assert_eq!(parse(signed.as_bytes()).unwrap().files.len(), 2);
+    }
+
+    #[test]
+    fn unsigned_entries_around_a_signed_message_are_refused_not_read() {
+        let signed = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{RELEASE}-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n"
+        );
+        let extra =
+            "SHA256:\n 00000000000000000000000000000000000000000000000000000000000000ff 9 main/extra/Packages\n";
+        assert!(parse(format!("{extra}\n{signed}").as_bytes()).is_err());
+        assert!(parse(format!("{signed}{extra}").as_bytes()).is_err());
+        assert!(parse(format!("{signed}{signed}").as_bytes()).is_err());
     }
 
     #[test]
