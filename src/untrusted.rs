@@ -11,7 +11,7 @@ pub fn printable(text: &str, max: usize) -> String {
             break;
         }
         if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-            out.extend(c.escape_unicode().to_string().replacen("\\u{", "\\x{", 1).chars());
+            out.push_str(&c.escape_unicode().to_string().replacen("\\u{", "\\x{", 1));
         } else {
             out.push(c);
         }

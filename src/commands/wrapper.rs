@@ -72,6 +72,7 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     }
     let spec = Spec {
         name: ct,
+        kind: container.kind,
         root: &container.root,
         confinement,
         views: views.iter().map(|v| ViewMount { source: v.dir.fd(), target: v.target.clone() }).collect(),
@@ -98,6 +99,13 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     }
     let after = backend.installed(&container)?;
     report(&Changes::between(&before, &after));
+    if outcome.code != 0 {
+        let what = match &request {
+            Request::Package(_) => backend.name().to_string(),
+            _ => "the command".to_string(),
+        };
+        eprintln!("vzpkg: {what} in {ct} failed with exit status {}", outcome.code);
+    }
     Ok(outcome.code)
 }
 

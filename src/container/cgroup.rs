@@ -89,11 +89,6 @@ impl RunCgroup {
         Ok(())
     }
 
-    /// The host paths of the run's cgroup, for messages and tests.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
     /// Whether the kernel killed a process of this run for going over the memory limit.
     pub fn oom_killed(&self) -> bool {
         let (file, dir) = match self.version {

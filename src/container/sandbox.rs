@@ -29,6 +29,7 @@ pub use host::run;
 
 use super::cgroup::Limits;
 use super::idmap::IdRange;
+use super::Kind;
 
 /// Where the relay listens inside the sandbox, on the sandbox's own loopback.
 pub const RELAY_PORT: u16 = 3142;
@@ -56,6 +57,7 @@ pub struct ViewMount<'a> {
 pub struct Spec<'a> {
     /// As the operator named the container, for messages.
     pub name: &'a str,
+    pub kind: Kind,
     /// The container root, opened once (`O_PATH`).
     pub root: &'a OwnedFd,
     pub confinement: Confinement,
@@ -83,7 +85,9 @@ pub struct Outcome {
     pub oom: bool,
     /// The run was killed for going over `max_time`.
     pub timed_out: bool,
-    /// Standard output, when captured (at most [`MAX_CAPTURE`] bytes).
+    /// Standard output, when captured (at most [`MAX_CAPTURE`] bytes). Read by backends whose
+    /// installed set only a command inside can tell (rpm's, next).
+    #[allow(dead_code)]
     pub output: Vec<u8>,
 }
 

@@ -100,7 +100,7 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
     rules.insert(libc::SYS_clone, clone_rules);
     let ioctl = [libc::TIOCSTI, libc::TIOCLINUX]
         .iter()
-        .map(|&req| rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req as u64)?]))
+        .map(|&req| rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?]))
         .collect::<Result<Vec<_>>>()?;
     rules.insert(libc::SYS_ioctl, ioctl);
     let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)

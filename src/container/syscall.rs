@@ -325,7 +325,7 @@ impl Syscall for Linux {
     }
 
     fn install_seccomp(&self, program: &[seccompiler::sock_filter]) -> io::Result<()> {
-        seccompiler::apply_filter(&program.to_vec()).map_err(|e| io::Error::other(e.to_string()))
+        seccompiler::apply_filter(program).map_err(|e| io::Error::other(e.to_string()))
     }
 
     fn exec(&self, path: &std::ffi::CStr, argv: &[CString], env: &[CString]) -> io::Error {

@@ -18,6 +18,7 @@ use super::{init, Confinement, Spec};
 use crate::container::cgroup::RunCgroup;
 use crate::container::idmap::COUNT;
 use crate::container::syscall::{attr, Cloned, Linux, Syscall};
+use crate::container::Kind;
 
 /// Runs the keeper in the forked child; never returns.
 pub fn run(spec: &Spec, cgroup: &RunCgroup, host: OwnedFd, pty: Option<OwnedFd>, capture: Option<OwnedFd>) -> ! {
@@ -48,6 +49,8 @@ fn keep(
         unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) }?;
     }
     let (to_init, init_end) = messages::pair()?;
+    // A stopped root gets namespaces of its own; a running container's would be joined.
+    let Kind::StoppedRoot = spec.kind;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
@@ -73,7 +76,7 @@ fn keep(
     let oom = cgroup.oom_killed();
     cgroup.kill_and_remove();
     let code = match status {
-        Some(s) => s.exit_status().map(|c| c as i32).or(s.terminating_signal().map(|s| 128 + s as i32)).unwrap_or(1),
+        Some(s) => s.exit_status().or(s.terminating_signal().map(|s| 128 + s)).unwrap_or(1),
         None => 1,
     };
     let _ = messages::send(host.as_fd(), &Message::Exited { code, oom, timed_out }, &[]);
@@ -127,7 +130,7 @@ fn open_userns(pid: i32) -> Result<OwnedFd> {
 
 /// The operator's error when the container root cannot be idmapped: why, where, and the way out.
 fn cannot_idmap(spec: &Spec, e: std::io::Error) -> anyhow::Error {
-    let fs = nix::sys::statfs::fstatfs(spec.root).map(|s| filesystem_name(s.filesystem_type().0 as i64));
+    let fs = nix::sys::statfs::fstatfs(spec.root).map(|s| filesystem_name(s.filesystem_type().0));
     let fs = fs.unwrap_or_else(|_| "an unknown filesystem".into());
     anyhow!(
         "cannot attach the root of {} through an idmapped mount: it is on {fs}, and the kernel answered {e} \
