@@ -92,6 +92,9 @@ mod tests {
         assert_eq!(config.proxy.remap["debian"].len(), 2);
         assert_eq!(config.proxy.index_ttl_secs, 30);
         assert_eq!(config.containers["web1"], Path::new("/var/lib/lxc/web1/rootfs"));
+        let defaults = SandboxConfig::default();
+        assert_eq!((config.sandbox.pids_max, config.sandbox.memory_max), (defaults.pids_max, defaults.memory_max));
+        assert!(!config.sandbox.privileged && config.sandbox.id_base.is_none());
     }
 
     #[test]
