@@ -21,7 +21,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::messages::{self, Message};
 use super::{dev, procfs, Confinement, Spec, RELAY_PORT};
 use crate::container::seccomp;
-use crate::container::syscall::{attr, Linux, Syscall};
+use crate::container::syscall::{assert_single_threaded, attr, Linux, Syscall};
 
 /// Capabilities a package manager and maintainer scripts need; every other one is dropped from
 /// all sets, the bounding set included.
@@ -195,7 +195,8 @@ fn run_commands(sys: &impl Syscall, spec: &Spec, pty: Option<&OwnedFd>, capture:
             let _ = writeln!(std::io::stderr(), "vzpkg: NUL in an argument of {argv:?}");
             return 125;
         };
-        // SAFETY: pid 1 is single-threaded; the child only sets itself up and execs.
+        assert_single_threaded();
+        // SAFETY: pid 1 is single-threaded (checked); the child only sets itself up and execs.
         last = match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let err =
