@@ -30,8 +30,16 @@ pub trait Backend {
     fn repair(&self, ct: &Container) -> Result<Option<(&'static str, Vec<String>)>>;
     /// The views of the shared cache this run should see.
     fn views(&self, ct: &Container, cache_dir: &std::path::Path) -> Result<Vec<View>>;
-    /// The command line for an operation, with per-run options instead of edits to the root.
-    fn command(&self, op: &Operation, assume_yes: bool, proxy: &str, run_tag: &str) -> Vec<String>;
+    /// The command line for an operation, with per-run options instead of edits to the root
+    /// (read from the root: the hosts its sources name).
+    fn command(
+        &self,
+        ct: &Container,
+        op: &Operation,
+        assume_yes: bool,
+        proxy: &str,
+        run_tag: &str,
+    ) -> Result<Vec<String>>;
     /// The environment the guest's commands get.
     fn env(&self, assume_yes: bool, interactive: bool, proxy: &str) -> Vec<(String, String)>;
 }

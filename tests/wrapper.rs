@@ -1,7 +1,7 @@
 //! `vzpkg install` and friends against real Debian roots (mmdebstrap), as root: the container's
 //! own apt in the sandbox, downloading through the proxy from a test upstream on loopback.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::util::repo::{deb_index, deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
@@ -503,4 +503,67 @@ fn each_container_sees_only_the_builds_its_own_lists_name() {
     let data = |root: &Rootfs| std::fs::read(root.path.join("usr/share/vzt-same/data")).unwrap();
     assert_ne!(data(&ct_x), data(&ct_y), "the second container got the first one's build");
     assert_eq!(setup.upstream.count(&format!("/y/{deb}")), 1, "y's build came from y");
+}
+
+/// Every file under `dir` with its content, for byte-for-byte comparison.
+fn tree_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let content = std::fs::read(&path).unwrap();
+                files.push((path, content));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn proxy_settings_left_in_the_container_cannot_steer_apt_away_from_the_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let host = setup.upstream.addr.ip().to_string();
+    // Each leads nowhere (the discard port on the sandbox's own loopback).
+    let detect = "#!/bin/sh\necho http://127.0.0.1:9\n";
+    let settings = [
+        ("per-host proxy", format!("Acquire::http::Proxy::{host} \"http://127.0.0.1:9\";\n")),
+        ("DIRECT", format!("Acquire::http::Proxy::{host} \"DIRECT\";\n")),
+        ("auto-detect", "Acquire::http::Proxy-Auto-Detect \"/usr/local/bin/detect-proxy\";\n".to_string()),
+    ];
+    for (i, (what, conf)) in settings.iter().enumerate() {
+        let root = setup.root(&tmp.path().join(format!("ct{i}")));
+        std::fs::write(root.path.join("etc/apt/apt.conf.d/01proxy"), conf).unwrap();
+        let script = root.path.join("usr/local/bin/detect-proxy");
+        std::fs::write(&script, detect).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let before = tree_snapshot(&root.path.join("etc/apt"));
+
+        let (code, out, err) = setup.run("update", &[&root.ct()]);
+        assert_eq!(code, 0, "{what}: update failed:\n{out}{err}");
+        setup.ok("install", &[&root.ct(), "vzt-gamma"]);
+        assert_eq!(root.installed_version("vzt-gamma").as_deref(), Some("0.3"), "{what}");
+        assert!(
+            tree_snapshot(&root.path.join("etc/apt")) == before,
+            "{what}: the container's apt configuration changed"
+        );
+    }
+}
+
+#[test]
+fn a_failed_package_manager_run_says_so_with_its_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    setup.ok("update", &[&root.ct()]);
+    let (code, _, err) = setup.run("install", &[&root.ct(), "no-such-package"]);
+    assert_eq!(code, 100, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("apt in") && last.contains("failed with exit status 100"), "last line: {last}\n{err}");
 }

@@ -18,7 +18,27 @@ const MAX_LIST: u64 = 256 << 20;
 /// Package lists read for the view.
 const MAX_LISTS: usize = 1000;
 
+/// A sources file: a few KiB.
+const MAX_SOURCES: u64 = 1 << 20;
+
 pub struct Apt;
+
+/// The hosts the root's apt sources name (one-line and deb822 files).
+fn source_hosts(ct: &Container) -> Result<Vec<String>> {
+    let mut files = vec!["etc/apt/sources.list".to_string()];
+    for suffix in [".list", ".sources"] {
+        files.extend(ct.files_in("etc/apt/sources.list.d", suffix, MAX_LISTS)?);
+    }
+    let mut hosts = Vec::new();
+    for file in files {
+        if let Ok(Some(text)) = ct.read(&file, MAX_SOURCES) {
+            hosts.extend(vzpkg_adapters::apt::source_hosts(&String::from_utf8_lossy(&text)));
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
 
 impl Apt {
     pub fn detect(ct: &Container) -> Result<bool> {
@@ -69,8 +89,15 @@ impl Backend for Apt {
         Ok(vec![View { dir, target: dpkg::ARCHIVES.to_string() }])
     }
 
-    fn command(&self, op: &Operation, assume_yes: bool, proxy: &str, run_tag: &str) -> Vec<String> {
-        dpkg::apt_get(op, assume_yes, proxy, run_tag)
+    fn command(
+        &self,
+        ct: &Container,
+        op: &Operation,
+        assume_yes: bool,
+        proxy: &str,
+        run_tag: &str,
+    ) -> Result<Vec<String>> {
+        Ok(dpkg::apt_get(op, assume_yes, proxy, run_tag, &source_hosts(ct)?))
     }
 
     fn env(&self, assume_yes: bool, interactive: bool, proxy: &str) -> Vec<(String, String)> {

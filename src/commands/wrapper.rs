@@ -56,7 +56,9 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     }
     let inside_proxy = format!("http://127.0.0.1:{RELAY_PORT}");
     match &request {
-        Request::Package(op) => commands.push(backend.command(op, args.assume_yes, &inside_proxy, &run_tag)),
+        Request::Package(op) => {
+            commands.push(backend.command(&container, op, args.assume_yes, &inside_proxy, &run_tag)?)
+        }
         Request::Exec(argv) => commands.push(argv.clone()),
         Request::List => unreachable!("answered above"),
     }

@@ -83,16 +83,30 @@ pub enum Operation {
 }
 
 /// apt-get's argv for an operation, with per-run options instead of edits to the container.
-pub fn apt_get(op: &Operation, assume_yes: bool, proxy: &str, user_agent: &str) -> Vec<String> {
+/// `hosts` are the hosts the container's sources name: each gets the proxy as its per-host
+/// setting, which outranks the generic one, so a per-host proxy or `DIRECT` left in the
+/// container's configuration cannot send apt elsewhere; proxy auto-detection is off for the run.
+pub fn apt_get(op: &Operation, assume_yes: bool, proxy: &str, user_agent: &str, hosts: &[String]) -> Vec<String> {
     let mut argv: Vec<String> = vec!["apt-get".into()];
+    let per_host = hosts
+        .iter()
+        .map(|h| h.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(h.as_str(), |(h, _)| h))
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .map(|h| format!("Acquire::http::Proxy::{h}={proxy}"));
     for option in [
         format!("Acquire::http::Proxy={proxy}"),
+        "Acquire::http::Proxy-Auto-Detect=".into(),
+        "Acquire::http::ProxyAutoDetect=".into(),
         "Acquire::https::Proxy=DIRECT".into(),
         format!("Acquire::http::User-Agent={user_agent}"),
         format!("Dir::Cache::Archives=/{ARCHIVES}/"),
         // Archives come from the shared view; nothing is kept or cleaned in the container.
         "APT::Keep-Downloaded-Packages=false".into(),
     ] {
+        argv.push("-o".into());
+        argv.push(option);
+    }
+    for option in per_host {
         argv.push("-o".into());
         argv.push(option);
     }
@@ -146,11 +160,21 @@ mod tests {
 
     #[test]
     fn apt_argv_carries_the_per_run_options() {
-        let argv = apt_get(&Operation::Install(vec!["hello".into()]), true, "http://127.0.0.1:3142", "vzpkg-run/x");
+        let hosts = ["mirror.example.org".to_string(), "repo.example.org:8080".into(), "bad host=x".into()];
+        let argv =
+            apt_get(&Operation::Install(vec!["hello".into()]), true, "http://127.0.0.1:3142", "vzpkg-run/x", &hosts);
         assert_eq!(argv[0], "apt-get");
-        assert!(argv.contains(&"Acquire::http::Proxy=http://127.0.0.1:3142".to_string()));
+        for option in [
+            "Acquire::http::Proxy=http://127.0.0.1:3142",
+            "Acquire::http::Proxy::mirror.example.org=http://127.0.0.1:3142",
+            "Acquire::http::Proxy::repo.example.org=http://127.0.0.1:3142",
+            "Acquire::http::Proxy-Auto-Detect=",
+        ] {
+            assert!(argv.contains(&option.to_string()), "{option} in {argv:?}");
+        }
+        assert!(!argv.iter().any(|a| a.contains("bad host")), "{argv:?}");
         assert_eq!(&argv[argv.len() - 3..], ["-y", "install", "hello"]);
-        let up = apt_get(&Operation::Upgrade(vec![]), false, "p", "u");
+        let up = apt_get(&Operation::Upgrade(vec![]), false, "p", "u", &[]);
         assert_eq!(up.last().unwrap(), "upgrade");
     }
 }
