@@ -567,3 +567,29 @@ fn a_failed_package_manager_run_says_so_with_its_status() {
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("apt in") && last.contains("failed with exit status 100"), "last line: {last}\n{err}");
 }
+
+#[test]
+fn guest_files_are_read_up_to_a_bound_and_guest_text_is_printed_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = crate::util::rootfs::Rootfs::busybox(&tmp.path().join("ct"));
+    let status = root.path.join("var/lib/dpkg/status");
+    // Escape sequences that would retitle and clear the operator's terminal, and 1 MB of text.
+    let hostile = format!(
+        "Package: evil\x1b]0;pwned\x07\x1b[2J\nStatus: install ok installed\nArchitecture: all\nVersion: 1\x1b[31m{}\n",
+        "x".repeat(1_000_000)
+    );
+    std::fs::write(&status, hostile).unwrap();
+    let (code, out, err) = setup.run("list", &[&root.ct()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "a control character reached the terminal");
+    assert!(out.contains("evil\\x{1b}]0;pwned\\x{7}"), "{}", &out[..200.min(out.len())]);
+    assert!(out.len() < 2000, "the version was not cut: {} bytes", out.len());
+
+    // A sparse 300 MB status file is refused by size, not read whole.
+    let file = std::fs::OpenOptions::new().write(true).truncate(true).open(&status).unwrap();
+    file.set_len(300 << 20).unwrap();
+    let (code, _, err) = setup.run("list", &[&root.ct()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is larger than 64 MiB"), "{err}");
+}

@@ -47,3 +47,29 @@ fn pipe(client: TcpStream, upstream: TcpStream) -> io::Result<()> {
     let _ = uploading.join();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn connections_past_the_cap_are_closed_at_once() {
+        // A proxy that accepts every connection and never answers.
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let held =
+            thread::spawn(move || proxy.incoming().take(MAX_CONNECTIONS).map(|c| c.unwrap()).collect::<Vec<_>>());
+        let inside = TcpListener::bind("127.0.0.1:0").unwrap();
+        let inside_addr = inside.local_addr().unwrap();
+        spawn(inside, proxy_addr);
+
+        let open: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(inside_addr).unwrap()).collect();
+        let upstream = held.join().unwrap();
+        assert_eq!(upstream.len(), MAX_CONNECTIONS, "every connection up to the cap reached the proxy");
+        let mut extra = TcpStream::connect(inside_addr).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(extra.read(&mut byte).unwrap(), 0, "the connection past the cap was closed");
+        drop(open);
+    }
+}
