@@ -241,3 +241,22 @@ fn a_root_that_cannot_be_idmapped_is_refused_with_the_reason_and_the_option() {
     let map: Vec<&str> = text.lines().find(|l| l.trim_start().starts_with('0')).unwrap().split_whitespace().collect();
     assert_eq!(map, ["0", "0", "4294967295"], "{text}");
 }
+
+#[test]
+fn the_guest_gets_pipes_not_the_operators_files() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::new(tmp.path(), 6, "");
+    let root = Rootfs::busybox(&tmp.path().join("ct"));
+    let log = tmp.path().join("operator.log");
+    std::fs::write(&log, "operator log\n").unwrap();
+    let append = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    // What the guest can learn of its stdout, then an attempt to empty it through /proc.
+    let script = "readlink /proc/self/fd/1; (: > /proc/self/fd/1) 2>/dev/null || echo reopen-refused; echo after";
+    let status = run.exec(&root, &[], &["sh", "-c", script]).stdout(append).status().unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("operator log\n"), "the guest truncated the operator's file:\n{text}");
+    assert!(text.contains("pipe:[") && !text.contains(&log.display().to_string()), "{text}");
+    assert!(text.contains("after"), "{text}");
+}

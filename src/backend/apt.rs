@@ -17,6 +17,9 @@ const MAX_STATUS: u64 = 64 << 20;
 const MAX_LIST: u64 = 256 << 20;
 /// Package lists read for the view.
 const MAX_LISTS: usize = 1000;
+/// Bytes of package lists read for one view in all: the lists of a few Debian releases with
+/// their updates, security and backports. Past it the view is narrower, the run as correct.
+const MAX_LISTS_TOTAL: u64 = 1 << 30;
 
 /// A sources file: a few KiB.
 const MAX_SOURCES: u64 = 1 << 20;
@@ -71,12 +74,14 @@ impl Backend for Apt {
     /// the shared cache holds verified. Two repositories that build the same name_version_arch
     /// differently never mix: each container sees only its own.
     fn views(&self, ct: &Container, cache_dir: &Path) -> Result<Vec<View>> {
-        let dir = ViewDir::create(cache_dir)?;
+        let mut dir = ViewDir::create(cache_dir)?;
         let verified = vzpkg_proxy::view::Verified::read(cache_dir).context("reading the cache index for the view")?;
         if !verified.is_empty() {
+            let mut budget = MAX_LISTS_TOTAL;
             for list in ct.files_in(dpkg::LISTS, "_Packages", MAX_LISTS)? {
                 // A list too large, or mangled, only narrows what the container sees.
-                let Ok(Some(text)) = ct.read(&list, MAX_LIST) else { continue };
+                let Ok(Some(text)) = ct.read(&list, MAX_LIST.min(budget)) else { continue };
+                budget = budget.saturating_sub(text.len() as u64);
                 let Ok(debs) = packages::parse_matching(&text, |sha| verified.contains(sha)) else { continue };
                 for deb in debs {
                     let (Some(name), Some(blob)) = (deb.archive_name, verified.blob(&deb.file.sha256)) else {

@@ -13,9 +13,18 @@ use anyhow::{Context, Result};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
+/// Names one blob may have in one view: the same content under several names is rare, and a
+/// crafted list naming one blob thousands of times must not use up its link count (ext4 allows
+/// 65000), which would make other containers' runs fail.
+const MAX_NAMES_PER_BLOB: u32 = 4;
+/// Links in one view: a full Debian release is about 65,000 packages.
+const MAX_LINKS: usize = 200_000;
+
 pub struct ViewDir {
     path: PathBuf,
     fd: OwnedFd,
+    names: std::collections::HashMap<PathBuf, u32>,
+    links: usize,
 }
 
 impl ViewDir {
@@ -35,33 +44,46 @@ impl ViewDir {
             Mode::empty(),
         )
         .with_context(|| format!("opening {}", path.display()))?;
-        Ok(ViewDir { path, fd })
+        Ok(ViewDir { path, fd, names: Default::default(), links: 0 })
     }
 
-    /// Links `blob` into the view as `name`; a name that is not one safe file name is skipped.
-    pub fn link(&self, name: &str, blob: &Path) -> Result<()> {
+    /// Links `blob` into the view as `name`. A name that is not one safe file name, a blob that
+    /// has its share of names already, a view that is full, and a link the filesystem refuses
+    /// are all skipped: the view is a speed-up, and a container's lists only narrow it.
+    pub fn link(&mut self, name: &str, blob: &Path) -> Result<()> {
         if !is_plain_file_name(name) {
             tracing::warn!(name = %crate::untrusted::printable(name, 300), "skipping a package list entry with an unsafe archive name");
             return Ok(());
         }
-        let blob_fd = nix::fcntl::open(blob, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .with_context(|| format!("opening {}", blob.display()))?;
+        let names = self.names.entry(blob.to_path_buf()).or_default();
+        if *names >= MAX_NAMES_PER_BLOB || self.links >= MAX_LINKS {
+            return Ok(());
+        }
+        *names += 1;
+        self.links += 1;
+        // A blob pruned meanwhile is simply not in the view.
+        let Ok(blob_fd) = nix::fcntl::open(blob, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        else {
+            return Ok(());
+        };
         // Blobs are host root's and read-only for everyone (older stores made them 0600).
         let stat = nix::sys::stat::fstat(&blob_fd)?;
         if stat.st_mode & 0o7777 != 0o444 {
             nix::sys::stat::fchmod(&blob_fd, Mode::from_bits_truncate(0o444))?;
         }
         let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&blob_fd));
-        match nix::unistd::linkat(
+        let link = nix::unistd::linkat(
             nix::fcntl::AT_FDCWD,
             source.as_str(),
             self.fd.as_fd(),
             name,
             AtFlags::AT_SYMLINK_FOLLOW,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("linking {} into the view", blob.display())),
+        );
+        match link {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => tracing::warn!(blob = %blob.display(), error = %e, "not linked into the view"),
         }
+        Ok(())
     }
 
     pub fn fd(&self) -> &OwnedFd {
@@ -113,12 +135,19 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let blob = cache.path().join("blob");
         std::fs::write(&blob, b"deb").unwrap();
-        let view = ViewDir::create(cache.path()).unwrap();
+        let mut view = ViewDir::create(cache.path()).unwrap();
         for name in ["../escaped.deb", "/tmp/abs.deb", "ok_1_all.deb"] {
             view.link(name, &blob).unwrap();
         }
         let listing: Vec<_> = std::fs::read_dir(&view.path).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(listing, ["ok_1_all.deb"]);
+        // One blob under ever more names: a few, then no more.
+        for i in 0..1000 {
+            view.link(&format!("alias{i}_1_all.deb"), &blob).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&view.path).unwrap().count(), MAX_NAMES_PER_BLOB as usize);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&blob).unwrap().nlink(), 1 + MAX_NAMES_PER_BLOB as u64);
         assert!(!cache.path().join("views/escaped.deb").exists());
         assert_eq!(std::fs::metadata(&blob).unwrap().permissions().mode() & 0o7777, 0o444);
     }

@@ -22,7 +22,7 @@ mod messages;
 mod procfs;
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 pub use host::run;
@@ -89,6 +89,24 @@ pub struct Outcome {
     /// installed set only a command inside can tell (rpm's, next).
     #[allow(dead_code)]
     pub output: Vec<u8>,
+}
+
+/// The guest's standard streams: never a descriptor of the host's own (the operator's terminal
+/// or log file), only ends of something the host side copies.
+pub enum GuestStdio {
+    /// The slave side of a pty of the sandbox's own.
+    Terminal(OwnedFd),
+    /// stdin, stdout and stderr: pipes whose other ends the host side feeds, copies or captures.
+    Pipes([OwnedFd; 3]),
+}
+
+impl GuestStdio {
+    fn raw_fds(&self) -> Vec<RawFd> {
+        match self {
+            GuestStdio::Terminal(fd) => vec![fd.as_raw_fd()],
+            GuestStdio::Pipes(fds) => fds.iter().map(|f| f.as_raw_fd()).collect(),
+        }
+    }
 }
 
 /// The most of a command's output kept when captured.

@@ -2,8 +2,8 @@
 //! profiles of Docker and systemd-nspawn. Everything a package manager and maintainer scripts
 //! use is allowed; what reaches past a container (file handles, kernel modules and kexec, bpf,
 //! perf, keyrings, userfaultfd, the mount family, new or joined namespaces, reboot, swap, clocks,
-//! accounting, quotas, raw I/O ports, the kernel log, io_uring, terminal injection) fails with
-//! EPERM. Other architectures than the host's own (i386 on x86_64) are refused outright by the
+//! accounting, quotas, raw I/O ports, the kernel log, io_uring, terminal injection, sockets
+//! other than local, IP and netlink) fails with EPERM; x32 calls with ENOSYS. Other architectures than the host's own (i386 on x86_64) are refused outright by the
 //! filter's architecture check.
 
 use std::collections::BTreeMap;
@@ -103,6 +103,15 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
         .map(|&req| rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?]))
         .collect::<Result<Vec<_>>>()?;
     rules.insert(libc::SYS_ioctl, ioctl);
+    // Socket families: local, IP and netlink only. vsock in particular is not confined by a
+    // network namespace (its ports are the whole machine's, and it reaches the hypervisor).
+    for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+        let others = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK]
+            .iter()
+            .map(|&family| cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, family as u64))
+            .collect::<Result<Vec<_>>>()?;
+        rules.insert(nr, vec![rule(others)?]);
+    }
     let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
         .map_err(|e| anyhow!("building the seccomp filter: {e:?}"))?;
 
@@ -111,7 +120,30 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
         .map_err(|e| anyhow!("building the seccomp filter: {e:?}"))?;
     let compile =
         |f: SeccompFilter| BpfProgram::try_from(f).map_err(|e| anyhow!("compiling the seccomp filter: {e:?}"));
-    Ok(vec![compile(deny)?, compile(no_clone3)?])
+    let mut programs = vec![compile(deny)?, compile(no_clone3)?];
+    if cfg!(target_arch = "x86_64") {
+        programs.push(no_x32());
+    }
+    Ok(programs)
+}
+
+/// x32 system calls share x86_64's architecture value with bit 30 set in their number: a
+/// filter keyed on x86_64 numbers never sees them. Where a kernel has the x32 ABI, every call
+/// above would be reachable through it; this refuses them all. (Four instructions: no crate
+/// builds a range check on the syscall number.)
+fn no_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    let errno = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    vec![
+        // A = seccomp_data.nr
+        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        sock_filter { code: JSET_K, jt: 0, jf: 1, k: 0x4000_0000 },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: errno },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ]
 }
 
 #[cfg(test)]
@@ -137,7 +169,11 @@ mod tests {
                         let unshare = libc::unshare(libc::CLONE_NEWUSER) == -1 && errno() == Some(libc::EPERM);
                         let clone3 = libc::syscall(libc::SYS_clone3, 0, 0) == -1 && errno() == Some(libc::ENOSYS);
                         let getpid = libc::getpid() > 0;
-                        Some(keyctl && unshare && clone3 && getpid)
+                        let vsock =
+                            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) == -1 && errno() == Some(libc::EPERM);
+                        let tcp = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) >= 0;
+                        let unix = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) >= 0;
+                        Some(keyctl && unshare && clone3 && getpid && vsock && tcp && unix)
                     }
                 })();
                 // SAFETY: leaving the forked child.

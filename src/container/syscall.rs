@@ -64,8 +64,8 @@ pub trait Syscall {
     fn setsid(&self) -> io::Result<()>;
     /// Makes the terminal `fd` the controlling terminal and standard input, output and error.
     fn attach_terminal(&self, fd: BorrowedFd) -> io::Result<()>;
-    /// Makes `fd` standard output.
-    fn redirect_stdout(&self, fd: BorrowedFd) -> io::Result<()>;
+    /// Makes the three descriptors standard input, output and error.
+    fn redirect_stdio(&self, fds: [BorrowedFd; 3]) -> io::Result<()>;
     fn bring_loopback_up(&self) -> io::Result<()>;
     /// Limits every capability set, the bounding set included, to `keep`.
     fn limit_capabilities(&self, keep: &[caps::Capability]) -> io::Result<()>;
@@ -278,9 +278,21 @@ impl Syscall for Linux {
         Ok(())
     }
 
-    fn redirect_stdout(&self, fd: BorrowedFd) -> io::Result<()> {
-        // SAFETY: dup2 only duplicates descriptors.
-        cvt(unsafe { libc::dup2(fd.as_raw_fd(), 1) } as libc::c_long).map(drop)
+    fn redirect_stdio(&self, fds: [BorrowedFd; 3]) -> io::Result<()> {
+        // Copied out of 0..3 first, so that one of them being 0, 1 or 2 cannot clobber another.
+        let mut high = Vec::new();
+        for fd in fds {
+            // SAFETY: F_DUPFD_CLOEXEC only duplicates the descriptor.
+            high.push(cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)? as RawFd);
+        }
+        for (target, fd) in high.into_iter().enumerate() {
+            // SAFETY: dup2 and close only act on descriptors this process owns.
+            unsafe {
+                cvt(libc::dup2(fd, target as RawFd) as libc::c_long)?;
+                libc::close(fd);
+            }
+        }
+        Ok(())
     }
 
     fn bring_loopback_up(&self) -> io::Result<()> {
@@ -449,8 +461,8 @@ pub mod recording {
         fn attach_terminal(&self, _fd: BorrowedFd) -> io::Result<()> {
             self.log("attach_terminal".into())
         }
-        fn redirect_stdout(&self, _fd: BorrowedFd) -> io::Result<()> {
-            self.log("redirect_stdout".into())
+        fn redirect_stdio(&self, _fds: [BorrowedFd; 3]) -> io::Result<()> {
+            self.log("redirect_stdio".into())
         }
         fn bring_loopback_up(&self) -> io::Result<()> {
             self.log("loopback_up".into())

@@ -2,8 +2,6 @@
 //! means an interrupted dpkg, the installed set from dpkg's status file, and the apt-get and
 //! dpkg command lines for each operation.
 
-use super::control::{field, stanzas};
-
 /// Where dpkg's status file lives, relative to the container root.
 pub const STATUS: &str = "var/lib/dpkg/status";
 /// Non-empty when a dpkg run was interrupted: `dpkg --configure -a` must run first.
@@ -24,19 +22,38 @@ pub struct Installed {
     pub version: String,
 }
 
-/// The packages dpkg's status file lists as installed.
+/// The packages dpkg's status file lists as installed. One pass over the lines keeping only
+/// the four fields it needs, so the memory it takes is that of its answer, whatever the file
+/// holds (the file is the container's, and may be crafted).
 pub fn installed(status: &[u8]) -> Vec<Installed> {
     let text = String::from_utf8_lossy(status);
-    let mut out: Vec<Installed> = stanzas(&text)
-        .filter(|s| field(s, "Status").is_some_and(|st| st.ends_with(" installed")))
-        .filter_map(|s| {
-            Some(Installed {
-                name: field(&s, "Package")?.to_string(),
-                arch: field(&s, "Architecture").unwrap_or("").to_string(),
-                version: field(&s, "Version")?.to_string(),
-            })
-        })
-        .collect();
+    let mut out = Vec::new();
+    let mut fields: [Option<&str>; 4] = [None; 4];
+    let mut finish = |fields: &mut [Option<&str>; 4]| {
+        if let [Some(name), Some(status), arch, Some(version)] = *fields {
+            if status.ends_with(" installed") {
+                out.push(Installed { name: name.into(), arch: arch.unwrap_or("").into(), version: version.into() });
+            }
+        }
+        *fields = [None; 4];
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            finish(&mut fields);
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let slot = match name {
+            _ if line.starts_with([' ', '\t']) => continue,
+            _ if name.eq_ignore_ascii_case("Package") => 0,
+            _ if name.eq_ignore_ascii_case("Status") => 1,
+            _ if name.eq_ignore_ascii_case("Architecture") => 2,
+            _ if name.eq_ignore_ascii_case("Version") => 3,
+            _ => continue,
+        };
+        fields[slot] = Some(value.trim());
+    }
+    finish(&mut fields);
     out.sort();
     out
 }
@@ -142,6 +159,11 @@ mod tests {
     fn reads_the_installed_set() {
         let set = installed(STATUS_TEXT.as_bytes());
         assert_eq!(set.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["dpkg", "hello"]);
+        assert_eq!(set[1], Installed { name: "hello".into(), arch: "amd64".into(), version: "2.10-3".into() });
+        let crlf = STATUS_TEXT.replace('\n', "\r\n");
+        assert_eq!(installed(crlf.as_bytes()), set, "CRLF too");
+        let continued = "Package: a\nStatus: install ok installed\nDescription: x\n Version: 9\nVersion: 1\n";
+        assert_eq!(installed(continued.as_bytes())[0].version, "1", "continuation lines are not fields");
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub fn build(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Resu
     sys.mkdir_at(dev.as_fd(), "shm", 0o1777)?;
     sys.mkdir_at(dev.as_fd(), "pts", 0o755)?;
     let pts_dir = sys.open_beneath(dev.as_fd(), "pts", OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-    let options = [("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")];
+    // `max`: the kernel's pty budget for containers is shared by all of them.
+    let options = [("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5"), ("max", "64")];
     let pts = sys.new_filesystem("devpts", &options, attr::NOSUID | attr::NOEXEC).context("mounting /dev/pts")?;
     sys.attach(pts.as_fd(), pts_dir.as_fd()).context("attaching /dev/pts")?;
     Ok(())

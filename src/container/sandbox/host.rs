@@ -1,16 +1,20 @@
 //! The host side of a run: vzpkg itself. Creates the run's cgroup, forks the keeper while this
 //! process still has a single thread, then serves what the sandbox asks of the host — the relay
-//! to the proxy, the operator's terminal, captured output — until the keeper reports the end.
+//! to the proxy, and the guest's standard streams: a pty of its own on a terminal, else pipes
+//! copied to and from vzpkg's own (never vzpkg's descriptors themselves: the guest must not
+//! learn, truncate or rewrite the operator's log file) — until the keeper reports the end.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::{fork, pipe2, ForkResult};
 
 use super::messages::{self, Message};
-use super::{keeper, Outcome, Spec, MAX_CAPTURE};
+use super::{keeper, GuestStdio, Outcome, Spec, MAX_CAPTURE};
 use crate::container::cgroup::RunCgroup;
 use crate::container::syscall::assert_single_threaded;
 use crate::container::{relay, terminal};
@@ -20,31 +24,27 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     let run_name = format!("run-{}-{}", std::process::id(), crate::commands::now_millis());
     let cgroup = RunCgroup::create(&run_name, &spec.limits).context("creating the run's cgroup")?;
     let (host_end, keeper_end) = messages::pair().context("creating the sandbox's control socket")?;
-    let pty = if spec.pty { Some(terminal::open()?) } else { None };
-    let capture = if spec.capture { Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?) } else { None };
+    let (guest, host_side) = if spec.pty {
+        let pty = terminal::open()?;
+        (GuestStdio::Terminal(pty.slave), HostStdio::Terminal(pty.master))
+    } else {
+        let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let (stdout_r, stdout_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC)?;
+        (GuestStdio::Pipes([stdin_r, stdout_w, stderr_w]), HostStdio::Pipes([stdin_w, stdout_r, stderr_r]))
+    };
 
     assert_single_threaded();
     // SAFETY: no thread exists (checked above), so the child may do anything the parent could.
     let keeper = match unsafe { fork() }.context("forking the sandbox's keeper")? {
         ForkResult::Child => {
-            drop(host_end);
-            let slave = pty.map(|p| p.slave);
-            let capture = capture.map(|(_, write)| write);
-            keeper::run(spec, &cgroup, keeper_end, slave, capture)
+            drop((host_end, host_side));
+            keeper::run(spec, &cgroup, keeper_end, guest)
         }
         ForkResult::Parent { child } => child,
     };
-    drop(keeper_end);
-    let _raw = pty.map(|p| {
-        drop(p.slave);
-        let raw = terminal::RawMode::enter();
-        let _ = terminal::relay(p.master);
-        raw
-    });
-    let output = capture.map(|(read, write)| {
-        drop(write);
-        std::thread::spawn(move || read_bounded(read))
-    });
+    drop((keeper_end, guest));
+    let streams = host_side.serve(spec.capture);
 
     let mut failed = None;
     let mut ended = None;
@@ -61,21 +61,92 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     }
     let _ = waitpid(keeper, None);
     cgroup.kill_and_remove();
+    // Everything the guest wrote is out before vzpkg says anything more.
+    let output = streams.finish();
     if let Some(text) = failed {
         return Err(anyhow!("{text}")).context(format!("setting up the sandbox for {}", spec.name));
     }
     let Some((code, oom, timed_out)) = ended else {
         bail!("the sandbox's keeper for {} ended without a word", spec.name);
     };
-    let output = output.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
     Ok(Outcome { code, oom, timed_out, output })
 }
 
-fn read_bounded(read: OwnedFd) -> Vec<u8> {
-    let mut file = std::fs::File::from(read);
-    let mut out = Vec::new();
-    let _ = (&mut file).take(MAX_CAPTURE as u64).read_to_end(&mut out);
-    // Past the bound, drained and dropped, so the guest never blocks on a full pipe.
-    let _ = std::io::copy(&mut file, &mut std::io::sink());
-    out
+/// The host's ends of the guest's standard streams.
+enum HostStdio {
+    Terminal(OwnedFd),
+    /// stdin's write end, stdout's and stderr's read ends.
+    Pipes([OwnedFd; 3]),
+}
+
+/// The threads serving the guest's streams while it runs.
+struct Streams {
+    _raw: Option<terminal::RawMode>,
+    copies: Vec<JoinHandle<Vec<u8>>>,
+    terminal: bool,
+}
+
+impl HostStdio {
+    fn serve(self, capture: bool) -> Streams {
+        match self {
+            HostStdio::Terminal(master) => {
+                let raw = terminal::RawMode::enter();
+                let _ = terminal::relay(master);
+                Streams { _raw: Some(raw), copies: Vec::new(), terminal: true }
+            }
+            HostStdio::Pipes([stdin, stdout, stderr]) => {
+                // Not joined: it may wait on vzpkg's stdin forever, and ends with the process.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::fs::File::from(stdin));
+                });
+                let out = std::thread::spawn(move || {
+                    copy_out(stdout, capture.then_some(MAX_CAPTURE), &mut std::io::stdout())
+                });
+                let err = std::thread::spawn(move || copy_out(stderr, None, &mut std::io::stderr()));
+                Streams { _raw: None, copies: vec![out, err], terminal: false }
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// Waits for the guest's output to end; the captured part of stdout.
+    fn finish(self) -> Vec<u8> {
+        let mut captured = Vec::new();
+        for (i, copy) in self.copies.into_iter().enumerate() {
+            let bytes = copy.join().unwrap_or_default();
+            if i == 0 {
+                captured = bytes;
+            }
+        }
+        if self.terminal && std::io::stderr().is_terminal() {
+            // Whatever state the guest left the terminal in (hidden text, colours, no cursor),
+            // vzpkg's own report is seen as written.
+            let _ = std::io::stderr().write_all(b"\x1b[0m\x1b(B\x1b[?25h");
+        }
+        captured
+    }
+}
+
+/// Copies a guest stream to `to`, or keeps up to `capture` bytes of it. Past the bound, or when
+/// `to` is closed, the rest is read and dropped, so the guest never blocks on a full pipe.
+fn copy_out(from: OwnedFd, capture: Option<usize>, to: &mut impl Write) -> Vec<u8> {
+    let mut from = std::fs::File::from(from);
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut writing = true;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        match capture {
+            Some(max) => kept.extend_from_slice(&buf[..n.min(max.saturating_sub(kept.len()))]),
+            None if writing => writing = to.write_all(&buf[..n]).and_then(|()| to.flush()).is_ok(),
+            None => {}
+        }
+    }
+    kept
 }

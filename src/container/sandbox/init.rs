@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::messages::{self, Message};
-use super::{dev, procfs, Confinement, Spec, RELAY_PORT};
+use super::{dev, procfs, Confinement, GuestStdio, Spec, RELAY_PORT};
 use crate::container::seccomp;
 use crate::container::syscall::{assert_single_threaded, attr, Linux, Syscall};
 
@@ -40,12 +40,12 @@ const KEEP: &[Capability] = &[
 ];
 
 /// Runs pid 1 in the cloned child; never returns.
-pub fn run(spec: &Spec, control: OwnedFd, pty: Option<OwnedFd>, capture: Option<OwnedFd>) -> ! {
+pub fn run(spec: &Spec, control: OwnedFd, stdio: GuestStdio) -> ! {
     let sys = Linux;
-    let code = match start(&sys, spec, &control, pty.as_ref(), capture.as_ref()) {
+    let code = match start(&sys, spec, &control, &stdio) {
         Ok(()) => {
             drop(control);
-            run_commands(&sys, spec, pty.as_ref(), capture.as_ref())
+            run_commands(&sys, spec, &stdio)
         }
         Err(e) => {
             let _ = messages::send(control.as_fd(), &Message::Failed(format!("{e:#}")), &[]);
@@ -56,13 +56,7 @@ pub fn run(spec: &Spec, control: OwnedFd, pty: Option<OwnedFd>, capture: Option<
     unsafe { libc::_exit(code) }
 }
 
-fn start(
-    sys: &impl Syscall,
-    spec: &Spec,
-    control: &OwnedFd,
-    pty: Option<&OwnedFd>,
-    capture: Option<&OwnedFd>,
-) -> Result<()> {
+fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio) -> Result<()> {
     sys.set_parent_death_signal()?;
     sys.set_dumpable(false)?;
     // The keeper ignores these; the guest's commands must get them as usual.
@@ -73,8 +67,7 @@ fn start(
     // The container root's handle, the view, the lock file, the keeper's sockets: all closed
     // before anything else happens here.
     let mut keep = vec![control.as_raw_fd()];
-    keep.extend(pty.map(|f| f.as_raw_fd()));
-    keep.extend(capture.map(|f| f.as_raw_fd()));
+    keep.extend(stdio.raw_fds());
     sys.close_fds_except(&keep).context("closing the host's descriptors")?;
 
     let trees = match messages::receive(control.as_fd())? {
@@ -169,12 +162,9 @@ fn mount_view(
 }
 
 /// Runs the commands in order; the status of the last that ran.
-fn run_commands(sys: &impl Syscall, spec: &Spec, pty: Option<&OwnedFd>, capture: Option<&OwnedFd>) -> i32 {
+fn run_commands(sys: &impl Syscall, spec: &Spec, stdio: &GuestStdio) -> i32 {
     let prepared = (|| -> Result<_> {
-        let mut keep = Vec::new();
-        keep.extend(pty.map(|f| f.as_raw_fd()));
-        keep.extend(capture.map(|f| f.as_raw_fd()));
-        sys.close_fds_except(&keep)?;
+        sys.close_fds_except(&stdio.raw_fds())?;
         let env = spec
             .env
             .iter()
@@ -199,8 +189,7 @@ fn run_commands(sys: &impl Syscall, spec: &Spec, pty: Option<&OwnedFd>, capture:
         // SAFETY: pid 1 is single-threaded (checked); the child only sets itself up and execs.
         last = match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                let err =
-                    become_command(sys, pty.map(|f| f.as_fd()), capture.map(|f| f.as_fd()), &programs, &shell, &env);
+                let err = become_command(sys, stdio, &programs, &shell, &env);
                 let _ = writeln!(std::io::stderr(), "vzpkg: cannot run {:?} in the sandbox: {err}", argv.join(" "));
                 // SAFETY: leaving the forked child.
                 unsafe { libc::_exit(127) }
@@ -233,19 +222,18 @@ fn shell_argv(argv: &[String]) -> Result<Vec<CString>> {
 /// the seccomp filter last, then exec. Returns only on failure.
 fn become_command(
     sys: &impl Syscall,
-    pty: Option<BorrowedFd>,
-    capture: Option<BorrowedFd>,
+    stdio: &GuestStdio,
     programs: &[seccompiler::BpfProgram],
     shell: &[CString],
     env: &[CString],
 ) -> std::io::Error {
     let steps = || -> std::io::Result<()> {
         sys.setsid()?;
-        if let Some(pty) = pty {
-            sys.attach_terminal(pty)?;
-        }
-        if let Some(capture) = capture {
-            sys.redirect_stdout(capture)?;
+        match stdio {
+            GuestStdio::Terminal(pty) => sys.attach_terminal(pty.as_fd())?,
+            GuestStdio::Pipes([stdin, stdout, stderr]) => {
+                sys.redirect_stdio([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()])?
+            }
         }
         sys.close_fds_except(&[])?;
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -325,7 +313,7 @@ mod tests {
         let programs = seccomp::programs().unwrap();
         let shell = shell_argv(&["apt-get".into(), "update".into()]).unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
-        let err = become_command(&sys, Some(null.as_fd()), None, &programs, &shell, &[]);
+        let err = become_command(&sys, &GuestStdio::Terminal(null.into()), &programs, &shell, &[]);
         assert_eq!(err.raw_os_error(), Some(libc::ENOEXEC), "the recorder's exec");
         let calls = sys.calls();
         let order = [
@@ -346,7 +334,9 @@ mod tests {
     #[test]
     fn a_failed_step_means_no_exec() {
         let sys = Recorder { fail: Some("no_new_privs"), ..Default::default() };
-        let err = become_command(&sys, None, None, &[], &shell_argv(&["true".into()]).unwrap(), &[]);
+        let null = || std::fs::File::open("/dev/null").unwrap().into();
+        let stdio = GuestStdio::Pipes([null(), null(), null()]);
+        let err = become_command(&sys, &stdio, &[], &shell_argv(&["true".into()]).unwrap(), &[]);
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         assert!(!sys.calls().iter().any(|c| c.starts_with("exec")));
     }

@@ -14,15 +14,15 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
 use super::messages::{self, Message};
-use super::{init, Confinement, Spec};
+use super::{init, Confinement, GuestStdio, Spec};
 use crate::container::cgroup::RunCgroup;
 use crate::container::idmap::COUNT;
 use crate::container::syscall::{attr, Cloned, Linux, Syscall};
 use crate::container::Kind;
 
 /// Runs the keeper in the forked child; never returns.
-pub fn run(spec: &Spec, cgroup: &RunCgroup, host: OwnedFd, pty: Option<OwnedFd>, capture: Option<OwnedFd>) -> ! {
-    let code = match keep(&Linux, spec, cgroup, &host, pty, capture) {
+pub fn run(spec: &Spec, cgroup: &RunCgroup, host: OwnedFd, stdio: GuestStdio) -> ! {
+    let code = match keep(&Linux, spec, cgroup, &host, stdio) {
         Ok(code) => code,
         Err(e) => {
             let _ = messages::send(host.as_fd(), &Message::Failed(format!("{e:#}")), &[]);
@@ -33,14 +33,7 @@ pub fn run(spec: &Spec, cgroup: &RunCgroup, host: OwnedFd, pty: Option<OwnedFd>,
     unsafe { libc::_exit(code) }
 }
 
-fn keep(
-    sys: &impl Syscall,
-    spec: &Spec,
-    cgroup: &RunCgroup,
-    host: &OwnedFd,
-    pty: Option<OwnedFd>,
-    capture: Option<OwnedFd>,
-) -> Result<i32> {
+fn keep(sys: &impl Syscall, spec: &Spec, cgroup: &RunCgroup, host: &OwnedFd, stdio: GuestStdio) -> Result<i32> {
     sys.set_dumpable(false)?;
     // A Ctrl-C or a `kill` of the whole process group must not stop the keeper before it has
     // cleaned up: it ends the run when vzpkg itself is gone.
@@ -60,10 +53,10 @@ fn keep(
         flags |= CloneFlags::CLONE_NEWUSER;
     }
     let (pid, pidfd) = match sys.clone_into_namespaces(flags).context("creating the sandbox's namespaces")? {
-        Cloned::Child => init::run(spec, init_end, pty, capture),
+        Cloned::Child => init::run(spec, init_end, stdio),
         Cloned::Parent { pid, pidfd } => (pid, pidfd),
     };
-    drop((init_end, pty, capture));
+    drop((init_end, stdio));
     if let Err(e) = hand_over(sys, spec, cgroup, pid, &to_init) {
         let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
         let _ = rustix::process::waitid(
