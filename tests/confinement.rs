@@ -444,24 +444,11 @@ impl Served {
 
 /// Every path below `dir` (not following symlinks) with its type and size, `tmp` left out.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-            if rel == Path::new("tmp") {
-                continue;
-            }
-            found.push(format!("{} {:o} {}", rel.display(), meta.mode(), meta.len()));
-            if meta.is_dir() {
-                todo.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
+    let entries = crate::util::walk(dir, &["tmp"]);
+    entries
+        .iter()
+        .map(|(p, m)| format!("{} {:o} {}", p.strip_prefix(dir).unwrap().display(), m.mode(), m.len()))
+        .collect()
 }
 
 #[test]

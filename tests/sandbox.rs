@@ -83,6 +83,15 @@ fn read_line(child: &mut Child, out: &mut Option<BufReader<std::process::ChildSt
     line
 }
 
+/// A busybox root at `tmp/ct` with a FIFO at /tmp/go for the guest to wait on until the test
+/// opens it.
+fn root_with_gate(tmp: &Path) -> (Rootfs, PathBuf) {
+    let root = Rootfs::busybox(&tmp.join("ct"));
+    let gate = root.path.join("tmp/go");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    (root, gate)
+}
+
 /// Opens the FIFO the guest waits on.
 fn open_gate(gate: &Path) {
     std::fs::OpenOptions::new().write(true).open(gate).unwrap().write_all(b"go\n").unwrap();
@@ -93,8 +102,7 @@ fn a_run_sits_in_a_cgroup_of_its_own_with_its_limits_and_unprivileged_ids() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let run = Run::new(tmp.path(), 1, "pids_max = 77\nmemory_max = 123731968\n");
-    let root = Rootfs::busybox(&tmp.path().join("ct"));
-    nix::unistd::mkfifo(&root.path.join("tmp/go"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (root, gate) = root_with_gate(tmp.path());
     let mut child =
         run.exec(&root, &[], &["sh", "-c", "echo started; cat /proc/self/cgroup; read x < /tmp/go"]).spawn().unwrap();
     let mut out = None;
@@ -115,7 +123,7 @@ fn a_run_sits_in_a_cgroup_of_its_own_with_its_limits_and_unprivileged_ids() {
     let inside = read_line(&mut child, &mut out);
     assert!(inside.trim_end().ends_with(":/"), "{inside}");
 
-    open_gate(&root.path.join("tmp/go"));
+    open_gate(&gate);
     assert!(child.wait().unwrap().success());
     assert!(!pids.exists() && !memory.exists(), "the run's cgroup was left behind");
     assert!(run.guest_processes().is_empty());
@@ -126,8 +134,7 @@ fn a_fork_bomb_ends_with_its_run_and_the_host_stays_responsive() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let run = Run::new(tmp.path(), 2, "pids_max = 40\n");
-    let root = Rootfs::busybox(&tmp.path().join("ct"));
-    nix::unistd::mkfifo(&root.path.join("tmp/go"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (root, gate) = root_with_gate(tmp.path());
     // The bomb forks until the run's pids limit stops it; the shell that started it waits for
     // the test (a failed fork ends busybox's shell, so it forks nothing more itself; the
     // bomb's SIGCHLDs interrupt opening the FIFO, hence the loop).
@@ -151,7 +158,7 @@ fn a_fork_bomb_ends_with_its_run_and_the_host_stays_responsive() {
     // The host still starts processes while the bomb is at its limit.
     assert!(Command::new("true").status().unwrap().success());
 
-    open_gate(&root.path.join("tmp/go"));
+    open_gate(&gate);
     child.wait().unwrap();
     let left = run.guest_processes();
     assert!(left.is_empty(), "processes of the bomb outlived the run: {left:?}");

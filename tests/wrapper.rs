@@ -507,22 +507,8 @@ fn each_container_sees_only_the_builds_its_own_lists_name() {
 
 /// Every file under `dir` with its content, for byte-for-byte comparison.
 fn tree_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                let content = std::fs::read(&path).unwrap();
-                files.push((path, content));
-            }
-        }
-    }
-    files.sort();
-    files
+    let files = crate::util::walk(dir, &[]).into_iter().filter(|(_, m)| m.is_file());
+    files.map(|(p, _)| (p.clone(), std::fs::read(p).unwrap())).collect()
 }
 
 #[test]

@@ -121,3 +121,25 @@ pub fn vzpkg(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Every entry below `dir`, recursively, without following symlinks, with its metadata; the
+/// directories named in `skip` (relative to `dir`) are left out with all they hold. Sorted.
+pub fn walk(dir: &Path, skip: &[&str]) -> Vec<(std::path::PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if skip.iter().any(|s| path.strip_prefix(dir).unwrap() == Path::new(s)) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            found.push((path, meta));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
