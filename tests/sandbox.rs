@@ -267,3 +267,18 @@ fn the_guest_gets_pipes_not_the_operators_files() {
     assert!(text.contains("pipe:[") && !text.contains(&log.display().to_string()), "{text}");
     assert!(text.contains("after"), "{text}");
 }
+
+#[test]
+fn max_time_kills_the_whole_run() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::new(tmp.path(), 7, "");
+    let root = Rootfs::busybox(&tmp.path().join("ct"));
+    // A child in a session of its own, and the command itself, would each outlive the limit.
+    let out =
+        run.exec(&root, &["--max-time", "1"], &["sh", "-c", "setsid sleep 1000 & exec sleep 1000"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{err}");
+    assert!(err.contains("took longer than --max-time and was killed"), "{err}");
+    assert!(run.guest_processes().is_empty(), "{:?}", run.guest_processes());
+}
