@@ -42,43 +42,47 @@ pub struct RunCgroup {
 impl RunCgroup {
     /// Creates the run's cgroup with `limits`; removes what earlier runs that died left.
     pub fn create(name: &str, limits: &Limits) -> Result<RunCgroup> {
-        let unified = Path::new(ROOT).join("cgroup.controllers");
-        let cgroup = if std::fs::read_to_string(&unified).is_ok_and(|c| has_words(&c, &["pids", "memory"])) {
-            let parent = Path::new(ROOT).join("vzpkg");
+        let own = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+        Self::create_in(Path::new(ROOT), &own, name, limits)
+    }
+
+    /// The same under the cgroup filesystem root `root`, for a process whose /proc/self/cgroup
+    /// reads `own`.
+    fn create_in(root: &Path, own: &str, name: &str, limits: &Limits) -> Result<RunCgroup> {
+        let unified = root.join("cgroup.controllers");
+        if std::fs::read_to_string(&unified).is_ok_and(|c| has_words(&c, &["pids", "memory"])) {
+            let parent = root.join("vzpkg");
             mkdir(&parent)?;
-            for dir in [Path::new(ROOT), &parent] {
+            for dir in [root, &parent] {
                 write(&dir.join("cgroup.subtree_control"), "+pids +memory")?;
             }
             remove_stale(&parent);
             let dir = parent.join(name);
             mkdir(&dir)?;
-            let cgroup = RunCgroup { version: Version::V2, dirs: vec![dir.clone()] };
             write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
             write(&dir.join("memory.max"), &limits.memory_max.to_string())?;
-            cgroup
-        } else {
-            let mut dirs = Vec::new();
-            for controller in ["pids", "memory"] {
-                let hierarchy = Path::new(ROOT).join(controller);
-                if !hierarchy.join("cgroup.procs").exists() {
-                    bail!(
-                        "no cgroup {controller} controller at {} (v1) or {ROOT} (v2): vzpkg limits each run with one",
-                        hierarchy.display()
-                    );
-                }
-                let parent = hierarchy.join(own_v1_path(controller)?.trim_start_matches('/')).join("vzpkg");
-                mkdir(&parent)?;
-                remove_stale(&parent);
-                let dir = parent.join(name);
-                mkdir(&dir)?;
-                dirs.push(dir);
+            return Ok(RunCgroup { version: Version::V2, dirs: vec![dir] });
+        }
+        let mut dirs = Vec::new();
+        for controller in ["pids", "memory"] {
+            let hierarchy = root.join(controller);
+            if !hierarchy.join("cgroup.procs").exists() {
+                bail!(
+                    "no cgroup {controller} controller at {} (v1) or {} (v2): vzpkg limits each run with one",
+                    hierarchy.display(),
+                    root.display()
+                );
             }
-            let cgroup = RunCgroup { version: Version::V1, dirs };
-            write(&cgroup.dirs[0].join("pids.max"), &limits.pids_max.to_string())?;
-            write(&cgroup.dirs[1].join("memory.limit_in_bytes"), &limits.memory_max.to_string())?;
-            cgroup
-        };
-        Ok(cgroup)
+            let parent = hierarchy.join(own_v1_path(own, controller).trim_start_matches('/')).join("vzpkg");
+            mkdir(&parent)?;
+            remove_stale(&parent);
+            let dir = parent.join(name);
+            mkdir(&dir)?;
+            dirs.push(dir);
+        }
+        write(&dirs[0].join("pids.max"), &limits.pids_max.to_string())?;
+        write(&dirs[1].join("memory.limit_in_bytes"), &limits.memory_max.to_string())?;
+        Ok(RunCgroup { version: Version::V1, dirs })
     }
 
     /// Moves `pid` (and so everything it will start) into the run's cgroup.
@@ -139,17 +143,16 @@ fn remove_stale(parent: &Path) {
     }
 }
 
-/// This process's own cgroup in the v1 hierarchy of `controller`.
-fn own_v1_path(controller: &str) -> Result<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-    for line in text.lines() {
+/// A process's own cgroup in the v1 hierarchy of `controller`, from its /proc/PID/cgroup.
+fn own_v1_path(own: &str, controller: &str) -> String {
+    for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
         if controllers.split(',').any(|c| c == controller) {
-            return Ok(path.to_string());
+            return path.to_string();
         }
     }
-    Ok("/".to_string())
+    "/".to_string()
 }
 
 fn has_words(text: &str, words: &[&str]) -> bool {
@@ -167,4 +170,62 @@ fn mkdir(dir: &Path) -> Result<()> {
 
 fn write(file: &Path, value: &str) -> Result<()> {
     std::fs::write(file, value).with_context(|| format!("writing {value:?} to {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { pids_max: 77, memory_max: 1 << 30 };
+    const READ: fn(PathBuf) -> String = |p| std::fs::read_to_string(p).unwrap();
+
+    #[test]
+    fn on_v2_a_run_gets_one_cgroup_under_vzpkg_with_both_controllers_enabled() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma\n").unwrap();
+        let cgroup = RunCgroup::create_in(root.path(), "0::/system.slice/x.service\n", "run-1-2", &LIMITS).unwrap();
+        let dir = root.path().join("vzpkg/run-1-2");
+        assert_eq!(cgroup.dirs, [dir.clone()]);
+        assert_eq!(READ(dir.join("pids.max")), "77");
+        assert_eq!(READ(dir.join("memory.max")), "1073741824");
+        for enabled in [root.path().to_path_buf(), root.path().join("vzpkg")] {
+            assert_eq!(READ(enabled.join("cgroup.subtree_control")), "+pids +memory");
+        }
+    }
+
+    #[test]
+    fn on_v1_a_run_nests_under_vzpkgs_own_cgroup_in_each_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        for controller in ["pids", "memory"] {
+            std::fs::create_dir_all(root.path().join(controller)).unwrap();
+            std::fs::write(root.path().join(controller).join("cgroup.procs"), "").unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("memory/outer/job")).unwrap();
+        let own = "8:pids:/\n4:memory:/outer/job\n0::/\n";
+        let cgroup = RunCgroup::create_in(root.path(), own, "run-1-2", &LIMITS).unwrap();
+        let (pids, memory) =
+            (root.path().join("pids/vzpkg/run-1-2"), root.path().join("memory/outer/job/vzpkg/run-1-2"));
+        assert_eq!(cgroup.dirs, [pids.clone(), memory.clone()]);
+        assert_eq!(READ(pids.join("pids.max")), "77");
+        assert_eq!(READ(memory.join("memory.limit_in_bytes")), "1073741824");
+    }
+
+    #[test]
+    fn without_controllers_the_error_names_where_it_looked() {
+        let root = tempfile::tempdir().unwrap();
+        let err = RunCgroup::create_in(root.path(), "0::/\n", "run-1-2", &LIMITS).unwrap_err();
+        assert!(format!("{err}").contains("no cgroup pids controller"), "{err}");
+    }
+
+    #[test]
+    fn stale_runs_of_dead_processes_are_removed_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = parent.path().join(format!("run-{}-1", std::process::id()));
+        let dead = parent.path().join(format!("run-{}-1", i32::MAX));
+        for dir in [&live, &dead] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        remove_stale(parent.path());
+        assert!(live.exists() && !dead.exists());
+    }
 }
