@@ -185,7 +185,7 @@ mod tests {
         std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma\n").unwrap();
         let cgroup = RunCgroup::create_in(root.path(), "0::/system.slice/x.service\n", "run-1-2", &LIMITS).unwrap();
         let dir = root.path().join("vzpkg/run-1-2");
-        assert_eq!(cgroup.dirs, [dir.clone()]);
+        assert_eq!(cgroup.dirs, std::slice::from_ref(&dir));
         assert_eq!(READ(dir.join("pids.max")), "77");
         assert_eq!(READ(dir.join("memory.max")), "1073741824");
         for enabled in [root.path().to_path_buf(), root.path().join("vzpkg")] {
