@@ -71,6 +71,7 @@ impl Verifier {
             role: Role::Metadata,
             source: key.to_string(),
             archive_name: None,
+            source_blob: None,
         })
     }
 
@@ -225,8 +226,14 @@ fn framing(key: &str, e: vzpkg_adapters::ParseError) -> Error {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected =
-        Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string(), archive_name: None };
+    let expected = Expected {
+        sha256: file.sha256.clone(),
+        size: file.size,
+        role,
+        source: source.to_string(),
+        archive_name: None,
+        source_blob: None,
+    };
     (format!("{base}/{}", file.path), expected)
 }
 
