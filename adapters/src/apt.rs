@@ -5,6 +5,7 @@ pub mod control;
 pub mod dpkg;
 pub mod packages;
 pub mod release;
+pub mod version;
 
 use crate::FileKind;
 
