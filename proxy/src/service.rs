@@ -81,7 +81,37 @@ impl Proxy {
         let cap = config.max_cache_size.map(|limit| crate::prune::Cap::new(limit, store.clone(), catalog.clone()));
         let metrics = Arc::new(Metrics::new());
         let access = Arc::new(Access::new(&config));
-        let verifier = Arc::new(Verifier::new(config.keyrings.clone()));
+        // The keyrings this machine's own apt sources name, unless the config names one for
+        // that upstream.
+        let mut keyrings =
+            if config.system_keyrings { crate::access::system_keyrings(&config.cache_dir) } else { Default::default() };
+        // A remap NAME whose upstreams all have one gets theirs too.
+        for (name, bases) in &config.remap {
+            let mut union: Vec<PathBuf> = Vec::new();
+            let every = bases.iter().all(|base| {
+                let Some(found) = url::Url::parse(base).ok().and_then(|u| {
+                    let host = u.host_str()?.to_ascii_lowercase();
+                    let authority = u.port().map_or(host.clone(), |p| format!("{host}:{p}"));
+                    keyrings.get(&authority).cloned()
+                }) else {
+                    return false;
+                };
+                union.extend(found);
+                true
+            });
+            if every && !union.is_empty() {
+                union.dedup();
+                keyrings.insert(name.clone(), union);
+            }
+        }
+        for (name, keyring) in &keyrings {
+            let files: Vec<String> = keyring.iter().map(|k| k.display().to_string()).collect();
+            tracing::info!(upstream = %name, keyrings = %files.join(", "), "signatures checked with this machine's apt keyring");
+        }
+        for (name, keyring) in &config.keyrings {
+            keyrings.insert(name.clone(), vec![keyring.clone()]);
+        }
+        let verifier = Arc::new(Verifier::new(keyrings));
         let fetcher = Arc::new(Fetcher {
             upstream: Upstream::new(&config, access.clone(), metrics.clone())?,
             store: store.clone(),
