@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod clients;
 mod confinement;
 mod proxy;

@@ -67,7 +67,11 @@ fn run_recorded(
         let mut out = std::io::stdout().lock();
         for p in &before {
             if args.json {
-                let line = serde_json::json!({"name": p.name, "version": p.version, "arch": p.arch});
+                let line = serde_json::json!({
+                    "name": audit::bounded(&p.name, audit::MAX_NAME),
+                    "version": audit::bounded(&p.version, audit::MAX_VERSION),
+                    "arch": audit::bounded(&p.arch, audit::MAX_ARCH),
+                });
                 writeln!(out, "{}", crate::untrusted::json_text(&line))?;
             } else {
                 writeln!(
