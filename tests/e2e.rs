@@ -7,6 +7,7 @@ mod audit;
 mod clients;
 mod confinement;
 mod proxy;
+mod prune;
 mod sandbox;
 mod security;
 mod verify;
