@@ -391,3 +391,29 @@ fn hostile_package_data_is_stored_bounded_and_printed_harmlessly() {
     assert!(change["new_version"].as_str().unwrap().chars().count() <= 257);
     assert_eq!(vzpkg_with(&global, &["audit", "verify"]).0, 0);
 }
+
+/// When the proxy refuses an upstream host during a run (a container's sources name a host
+/// this machine's do not), vzpkg names it with the exact option and config line that allow it,
+/// and the audit record keeps it.
+#[test]
+fn a_refused_upstream_host_is_named_with_the_line_that_allows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let sources = root.path.join("etc/apt/sources.list");
+    let mut text = std::fs::read_to_string(&sources).unwrap();
+    // Never contacted: the proxy refuses it before any network is touched.
+    text.push_str("deb [trusted=yes] http://mirror.example.org/debian-security stable-security main\n");
+    std::fs::write(&sources, text).unwrap();
+    let (code, _, err) = setup.run("update", &[&root.ct()]);
+    assert_ne!(code, 0, "apt reports the source it could not fetch: {err}");
+    assert!(err.contains("the proxy refused upstream host mirror.example.org"), "{err}");
+    assert!(err.contains("`--allow-host mirror.example.org`"), "{err}");
+    assert!(err.contains("allow_hosts = [\"mirror.example.org\"]"), "{err}");
+    let records = setup.audit(&root.ct());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["refused_hosts"], serde_json::json!(["mirror.example.org"]));
+    assert_eq!(records[0]["outcome"], "failed");
+    let table = setup.ok("audit", &[&root.ct()]);
+    assert!(table.contains("refused upstream host: mirror.example.org"), "{table}");
+}
