@@ -6,6 +6,7 @@ mod util;
 mod audit;
 mod clients;
 mod confinement;
+mod contrib;
 mod proxy;
 mod prune;
 mod sandbox;
