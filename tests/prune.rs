@@ -174,7 +174,7 @@ fn prune_through_the_running_proxy_under_load() {
     runtime.block_on(async {
         let (body, hasher) = &mut reader;
         while let Some(chunk) = body.next().await {
-            hasher.update(&chunk.unwrap());
+            hasher.update(chunk.unwrap());
         }
     });
     assert_eq!(hex::encode(reader.1.finalize()), held.1);

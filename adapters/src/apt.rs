@@ -78,7 +78,7 @@ pub fn source_keyrings(text: &str) -> Vec<(String, Vec<SignedBy>)> {
             continue;
         };
         let keyrings: Vec<SignedBy> =
-            options.split_whitespace().filter_map(|o| o.strip_prefix("signed-by=")).flat_map(|v| files(v)).collect();
+            options.split_whitespace().filter_map(|o| o.strip_prefix("signed-by=")).flat_map(&files).collect();
         let Some(host) = rest.split_whitespace().next().and_then(crate::url_authority) else { continue };
         if !keyrings.is_empty() {
             out.push((host, keyrings));

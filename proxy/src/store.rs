@@ -230,6 +230,6 @@ mod tests {
         drop(pin);
         assert!(!store.is_pinned(&a));
         assert_eq!(store.usage(), Usage { blobs: 1, bytes: 3 });
-        assert_eq!(store.candidates().into_iter().map(|c| c.blob).collect::<Vec<_>>(), [b.clone()]);
+        assert_eq!(store.candidates().into_iter().map(|c| c.blob).collect::<Vec<_>>(), [b]);
     }
 }
