@@ -192,6 +192,8 @@ impl User {
 pub struct Stored {
     pub id: i64,
     pub record: Record,
+    /// The previous record's hash, and this one's.
+    pub prev_hash: String,
     pub hash: String,
 }
 
@@ -286,17 +288,17 @@ impl Log {
     /// Records in order, optionally only those of one container root and from a time on.
     pub fn records(&self, container: Option<&str>, since_ms: Option<u64>) -> Result<Vec<Stored>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, body, hash FROM records
+            "SELECT id, body, prev_hash, hash FROM records
              WHERE (?1 IS NULL OR container = ?1) AND started_ms >= ?2 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![container, since_ms.unwrap_or(0) as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, body, hash) = row?;
+            let (id, body, prev_hash, hash) = row?;
             let record = serde_json::from_str(&body).with_context(|| format!("audit record {id} is not readable"))?;
-            out.push(Stored { id, record, hash });
+            out.push(Stored { id, record, prev_hash, hash });
         }
         Ok(out)
     }

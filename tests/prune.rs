@@ -337,3 +337,38 @@ fn prune_without_a_proxy_goes_by_the_current_indexes_and_waits_out_a_failed_refr
     });
     assert_eq!(upstream.count("/debian/pool/main/vzt-beta_2.1_all.deb"), before_requests);
 }
+
+/// The proxy keeps the store under `max_cache_size` by itself, least recently used first.
+#[test]
+fn the_proxy_keeps_the_store_under_max_cache_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("upstream/pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let files: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            let bytes = noise(1 << 20, 5000 + i);
+            std::fs::write(pool.join(format!("f{i}_1_all.deb")), &bytes).unwrap();
+            (format!("f{i}_1_all.deb"), sha256(&bytes))
+        })
+        .collect();
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    let cache = tmp.path().join("cache");
+    let proxy = ProxyProcess::start(&cache, "[proxy]\nmax_cache_size = \"3M\"\n", &["--allow-host", &upstream.host()]);
+    let via = http_via(&proxy.url());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (name, sha) in &files {
+        runtime.block_on(download(&via, &format!("{}/pool/{name}", upstream.url()), sha)).unwrap();
+    }
+    let status_url = format!("{}/_vzpkg/status", proxy.url());
+    runtime.block_on(eventually("the store is under its cap", || async {
+        let text = crate::util::http().get(&status_url).send().await.unwrap().text().await.unwrap();
+        let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+        listing(&cache).len() <= 3 && status["store"]["bytes"].as_u64().unwrap() <= 3 << 20
+    }));
+    let left = listing(&cache);
+    assert!(left.contains(&files[5].1), "the newest file stays: {left:?}");
+    assert!(!left.contains(&files[0].1), "the oldest went first: {left:?}");
+    assert_eq!(status_json(&proxy)["max_cache_size"], 3 << 20);
+    // What went is fetched again when asked for, and right.
+    runtime.block_on(download(&via, &format!("{}/pool/{}", upstream.url(), files[0].0), &files[0].1)).unwrap();
+}

@@ -41,6 +41,7 @@ pub fn run(args: AuditArgs, file: &FileConfig) -> Result<i32> {
         if args.json {
             let mut value = serde_json::to_value(&stored.record)?;
             value["id"] = stored.id.into();
+            value["prev_hash"] = stored.prev_hash.clone().into();
             value["hash"] = stored.hash.clone().into();
             writeln!(out, "{}", json_text(&value))?;
         } else {
