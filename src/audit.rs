@@ -235,8 +235,12 @@ impl Log {
     pub fn open(state_dir: &Path) -> Result<Log> {
         std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join(FILE);
+        let new = !path.exists();
         let mut conn = Connection::open(&path).with_context(|| format!("opening the audit log {}", path.display()))?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if new {
+            // It names users, containers and what they run: root's alone.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

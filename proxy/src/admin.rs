@@ -167,6 +167,14 @@ fn prune_streamed(proxy: Arc<Proxy>, options: Options) -> Response<Body> {
         let _ = tx.try_send(line(serde_json::json!({"error": "a prune is already running", "status": 409})));
     } else {
         tokio::task::spawn_blocking(move || {
+            // Cleared however the prune ends, a panic included.
+            struct Running;
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    PRUNING.store(false, Ordering::SeqCst);
+                }
+            }
+            let running = Running;
             let mut last = Instant::now();
             let mut progress = |done: u64, total: u64| {
                 if done == 0 || done == total || last.elapsed() >= Duration::from_millis(100) {
@@ -175,7 +183,7 @@ fn prune_streamed(proxy: Arc<Proxy>, options: Options) -> Response<Body> {
                 }
             };
             let result = prune::prune(&proxy.store, &proxy.catalog, &options, &mut progress);
-            PRUNING.store(false, Ordering::SeqCst);
+            drop(running);
             let last = match result {
                 Ok(report) => {
                     log_report(&report, "proxy");

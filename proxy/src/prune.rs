@@ -135,7 +135,8 @@ pub(crate) fn prune(
         plan.push((c.blob.clone(), c.size, reason));
     }
     if let Some(max_size) = options.max_size {
-        let mut left = report.before.bytes - plan.iter().map(|(_, size, _)| size).sum::<u64>();
+        // Blobs stored since `before` was taken may be among the candidates: saturating.
+        let mut left = report.before.bytes.saturating_sub(plan.iter().map(|(_, size, _)| size).sum::<u64>());
         for c in &candidates {
             if left <= max_size {
                 break;
@@ -147,7 +148,7 @@ pub(crate) fn prune(
                 report.kept_in_use += 1;
                 continue;
             }
-            left -= c.size;
+            left = left.saturating_sub(c.size);
             plan.push((c.blob.clone(), c.size, Reason::Size));
         }
     }
@@ -199,8 +200,8 @@ pub(crate) fn prune(
         catalog.flush();
     } else {
         report.after = Usage {
-            blobs: report.before.blobs - report.removed.files,
-            bytes: report.before.bytes - report.removed.bytes,
+            blobs: report.before.blobs.saturating_sub(report.removed.files),
+            bytes: report.before.bytes.saturating_sub(report.removed.bytes),
         };
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;

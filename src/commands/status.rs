@@ -86,8 +86,14 @@ pub fn run(json: bool, file: &FileConfig) -> Result<i32> {
 
 /// The containers whose runs got the most bytes (view, proxy cache and upstream together).
 fn top_containers(file: &FileConfig) -> Result<Vec<serde_json::Value>> {
-    let Some(log) = Log::open_existing(&file.state_dir)? else {
-        return Ok(Vec::new());
+    // Root's alone: for other users, status goes without it.
+    let log = match Log::open_existing(&file.state_dir) {
+        Ok(Some(log)) => log,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => {
+            eprintln!("vzpkg: no top containers: {e:#}");
+            return Ok(Vec::new());
+        }
     };
     let mut totals: HashMap<String, (u64, u64)> = HashMap::new();
     for stored in log.records(None, None)? {
