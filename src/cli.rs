@@ -70,7 +70,12 @@ pub enum Command {
         args: WrapperArgs,
     },
     /// List a container's installed packages (name, version, architecture)
-    List { ct: String },
+    List {
+        ct: String,
+        /// One JSON object per line instead of tab-separated columns
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command in the same sandbox (debugging, scripts)
     Exec {
         ct: String,
@@ -79,6 +84,66 @@ pub enum Command {
         #[command(flatten)]
         args: WrapperArgs,
     },
+    /// Show the audit log of wrapper commands, or check it with `audit verify`
+    Audit(AuditArgs),
+    /// Remove cached files: unreferenced ones after a grace period, old ones, then the least
+    /// recently used down to a size (through the running proxy, or on the cache itself)
+    Prune(PruneArgs),
+    /// Cache size, hit ratio, bytes saved, downloads in flight, top containers, last prune
+    Status {
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
+    /// Only this container: dir:/path/to/rootfs, or a name from the config's [containers]
+    pub ct: Option<String>,
+    /// Only records from this time on: 2026-11-22, "2026-11-22 10:00:00" (UTC), or a duration
+    /// ago such as 2h or 7days
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only records that changed this package or named it on their command line
+    #[arg(long, value_name = "NAME")]
+    pub package: Option<String>,
+    /// One JSON object per record and line instead of the table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Recompute the hash chain; exit non-zero naming the first record edited, deleted or moved
+    Verify {
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove least recently used files until the cache holds at most this much (500M, 20G…)
+    /// [default: the config's proxy.max_cache_size, if set]
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Remove any file not used for this long (30days, 12weeks…)
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Files no current index references go once unused for this long
+    #[arg(long, value_name = "DURATION", default_value = "1day")]
+    pub grace: String,
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object instead of the summary (and no progress bar)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -99,6 +164,9 @@ pub struct WrapperArgs {
     /// the masked /proc and the cgroup still apply); see README
     #[arg(long)]
     pub privileged: bool,
+    /// JSON output (`list --json`).
+    #[arg(skip)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

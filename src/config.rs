@@ -95,6 +95,37 @@ mod tests {
         let defaults = SandboxConfig::default();
         assert_eq!((config.sandbox.pids_max, config.sandbox.memory_max), (defaults.pids_max, defaults.memory_max));
         assert!(!config.sandbox.privileged && config.sandbox.id_base.is_none());
+        assert!(config.proxy.system_keyrings && config.proxy.max_cache_size.is_none());
+        // Every key of the sample is there, with a comment above it; the commented-out examples too.
+        for key in [
+            "cache_dir",
+            "state_dir",
+            "listen",
+            "allow_clients",
+            "allow_hosts",
+            "allow_system_sources",
+            "system_keyrings",
+            "# max_cache_size",
+            "index_ttl_secs",
+            "strict",
+            "# parent",
+            "connect_timeout_secs",
+            "low_speed_secs",
+            "min_rate_bytes",
+            "resume_attempts",
+            "# ca_file",
+            "backoff_secs",
+            "backoff_max_secs",
+            "# id_base",
+            "privileged",
+            "pids_max",
+            "memory_max",
+        ] {
+            let line = text.lines().position(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key}"));
+            assert!(text.lines().nth(line - 1).unwrap().starts_with('#'), "{key} has no comment");
+        }
+        let uncommented = text.replace("# max_cache_size", "max_cache_size");
+        assert_eq!(FileConfig::parse(&uncommented).unwrap().proxy.max_cache_size, Some(20 << 30));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `vzpkg` binary: parses the command line, sets up logging, runs the subcommand, and
 //! prints any error as a chain of causes with a non-zero exit.
 
+mod admin;
+mod audit;
 mod backend;
 mod cli;
 mod commands;
@@ -56,8 +58,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             wrapper::run(&ct, Request::Package(Operation::Upgrade(packages)), &args, &file)
         }
         Command::Update { ct, args } => wrapper::run(&ct, Request::Package(Operation::Update), &args, &file),
-        Command::List { ct } => wrapper::run(&ct, Request::List, &Default::default(), &file),
+        Command::List { ct, json } => {
+            wrapper::run(&ct, Request::List, &cli::WrapperArgs { json, ..Default::default() }, &file)
+        }
         Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),
+        Command::Audit(args) => commands::audit::run(args, &file),
+        Command::Prune(args) => commands::prune::run(args, &file),
+        Command::Status { json } => commands::status::run(json, &file),
     }
 }
 

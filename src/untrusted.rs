@@ -22,6 +22,22 @@ pub fn printable(text: &str, max: usize) -> String {
     out
 }
 
+/// A JSON value as one line of text in which no control character appears raw: serde_json
+/// escapes C0 controls but not DEL, C1 controls (`\u{9b}` is CSI to some terminals) or the
+/// Unicode line separators, which can only occur inside strings and are escaped here.
+pub fn json_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +49,14 @@ mod tests {
         assert_eq!(printable("x\u{9b}31m\ny", 100), "x\\x{9b}31m\\x{a}y", "C1 controls and newlines too");
         assert_eq!(printable(&"é".repeat(1000), 3), "ééé…");
         assert_eq!(printable("a\u{202e}b", 10), "a\\x{202e}b", "bidi overrides");
+    }
+
+    #[test]
+    fn json_text_has_no_raw_controls() {
+        let value = serde_json::json!({"name": "a\u{1b}[31m\u{9b}2J\u{7f}\u{2028}b"});
+        let text = json_text(&value);
+        assert!(!text.chars().any(|c| c.is_control() || c == '\u{2028}'), "{text:?}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value, "still the same JSON");
     }
 }

@@ -3,9 +3,12 @@
 
 mod util;
 
+mod audit;
 mod clients;
 mod confinement;
+mod contrib;
 mod proxy;
+mod prune;
 mod sandbox;
 mod security;
 mod verify;

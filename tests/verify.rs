@@ -114,6 +114,82 @@ fn a_tampered_rpm_is_refused_and_the_fixed_one_is_stored() {
     assert_eq!(status_json(&proxy)["unverified_entries"], 0);
 }
 
+/// Must-show 5: with no configuration at all, the keyring this machine's own apt sources name
+/// for an upstream (`Signed-By`, in a deb822 file with an armored key, and a one-line file with
+/// a binary one) is the one its roots must verify with. Root: the proxy runs in a mount
+/// namespace of its own where the test's directory is /etc/apt.
+#[test]
+fn the_hosts_signed_by_keyring_is_used_with_no_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive_key = Gpg::new(&tmp.path().join("gpg-archive"), "archive");
+    let other_key = Gpg::new(&tmp.path().join("gpg-other"), "intruder");
+    let keyring = tmp.path().join("archive-keyring.gpg");
+    archive_key.export_keyring(&keyring);
+    let armored = tmp.path().join("archive-keyring.asc");
+    crate::util::run(
+        std::process::Command::new("gpg")
+            .args(["--batch", "--yes", "--enarmor", "--output"])
+            .arg(&armored)
+            .arg(&keyring),
+    );
+    let armored_text = std::fs::read_to_string(&armored).unwrap().replace("ARMORED FILE", "PUBLIC KEY BLOCK");
+    for (name, signer) in [("deb822", &other_key), ("oneline", &other_key)] {
+        let root = tmp.path().join("upstream").join(name);
+        deb_repo(&root, &packages());
+        deb_index_with(&root, &IndexOptions { signer: Some(signer), ..Default::default() });
+    }
+    let upstream = Upstream::start(&tmp.path().join("upstream"));
+    // Two upstream authorities, so that each sources format is what names the keyring for one.
+    let second = Upstream::start(&tmp.path().join("upstream"));
+    let etc_apt = tmp.path().join("etc-apt");
+    std::fs::create_dir_all(etc_apt.join("sources.list.d")).unwrap();
+    let inline: String =
+        armored_text.lines().map(|l| if l.is_empty() { " .\n".to_string() } else { format!(" {l}\n") }).collect();
+    std::fs::write(
+        etc_apt.join("sources.list.d/test.sources"),
+        format!("Types: deb\nURIs: {}/deb822\nSuites: stable\nComponents: main\nSigned-By:\n{inline}", upstream.url()),
+    )
+    .unwrap();
+    std::fs::write(
+        etc_apt.join("sources.list"),
+        format!("deb [signed-by={}] {}/oneline stable main\n", keyring.display(), second.url()),
+    )
+    .unwrap();
+    // No config, no --allow-host, no keyring option: the sources alone allow the hosts and
+    // name their keyrings.
+    let proxy = ProxyProcess::start_with_host_apt(&tmp.path().join("cache"), NO_BACKOFF, &[], &etc_apt);
+    let log = proxy.log_text();
+    assert!(log.contains("signatures checked with this machine's apt keyring"), "{log}");
+
+    for (name, up) in [("deb822", &upstream), ("oneline", &second)] {
+        let dists = format!("{}/{name}/dists/stable", up.url());
+        let via = crate::util::http_via(&proxy.url());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let get_via = |url: String| {
+            runtime.block_on(async {
+                let resp = via.get(&url).send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            })
+        };
+        let (status, body) = get_via(format!("{dists}/InRelease"));
+        assert_eq!(status, 502, "{name}: an InRelease signed by another key was served: {body}");
+        assert!(body.contains("signature does not verify with keyring"), "{name}: {body}");
+        let (status, body) = get_via(format!("{dists}/Release"));
+        assert_eq!(status, 502, "{name}: a Release whose Release.gpg is by another key was served: {body}");
+        let forged = std::fs::read(tmp.path().join("upstream").join(name).join("dists/stable/InRelease")).unwrap();
+        assert!(!check_store(&proxy.cache_dir).contains(&sha256(&forged)), "{name}: a badly signed root was stored");
+
+        // Signed by the key the sources name: served.
+        deb_index_with(
+            &tmp.path().join("upstream").join(name),
+            &IndexOptions { signer: Some(&archive_key), ..Default::default() },
+        );
+        let (status, body) = get_via(format!("{dists}/InRelease"));
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    assert!(status_json(&proxy)["known_hashes"].as_u64().unwrap() > 0);
+}
+
 #[test]
 fn inrelease_must_verify_with_the_configured_keyring() {
     let tmp = tempfile::tempdir().unwrap();

@@ -94,9 +94,73 @@ fn signature_block<'a>(lines: &mut impl Iterator<Item = &'a str>) -> Result<(), 
     Err(ParseError::Framing("signature block without its END line"))
 }
 
+/// The binary packets of an ASCII-armored public key block (`apt`'s `.asc` keyrings and
+/// deb822's inline `Signed-By`), as gpgv's `--keyring` needs them.
+pub fn dearmor_public_keys(text: &str) -> Result<Vec<u8>, ParseError> {
+    let mut lines = text.lines().map(str::trim);
+    if !lines.any(|l| l == "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+        return Err(ParseError::Framing("no public key block"));
+    }
+    // Armor headers (`Comment: …`) end at the first blank line, if there are any.
+    let mut body = String::new();
+    let mut in_headers = true;
+    for line in lines {
+        if line == "-----END PGP PUBLIC KEY BLOCK-----" {
+            return base64(&body).ok_or(ParseError::Framing("bad base64 in a public key block"));
+        }
+        if in_headers && line.contains(": ") {
+            continue;
+        }
+        in_headers = false;
+        if line.is_empty() || line.starts_with('=') {
+            continue; // the blank line after the headers; the checksum line
+        }
+        body.push_str(line);
+    }
+    Err(ParseError::Framing("public key block without its END line"))
+}
+
+fn base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= (value(c)? as u32) << (18 - 6 * i);
+        }
+        let take = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + take]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_key_blocks_are_dearmored() {
+        let armored = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: test\n\nmDMEZ2h\nkAA=\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
+        assert_eq!(dearmor_public_keys(armored).unwrap(), [0x98, 0x33, 0x04, 0x67, 0x68, 0x64, 0x00]);
+        assert!(dearmor_public_keys("mDMEZ2h").is_err());
+        assert!(dearmor_public_keys(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nm*ME\n-----END PGP PUBLIC KEY BLOCK-----"
+        )
+        .is_err());
+    }
 
     const SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----\n\niHUEARYKAB0WIQ\n=abcd\n-----END PGP SIGNATURE-----\n";
 

@@ -1,9 +1,14 @@
 //! Who may use the proxy and where it may go: client networks, and the upstream hosts allowed
-//! by config or named in this machine's own apt/dnf/zypper sources. No open proxy.
+//! by config or named in this machine's own apt/dnf/zypper sources. No open proxy. Also the
+//! keyrings this machine's apt sources name (`signed-by`) for their upstreams, so that
+//! signatures are checked out of the box.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+use vzpkg_adapters::apt::SignedBy;
 
 use ipnet::IpNet;
 
@@ -78,6 +83,76 @@ fn system_source_hosts() -> Vec<String> {
         }
     }
     hosts
+}
+
+/// `host[:port]` → the keyrings this machine's apt sources name for it with `signed-by`.
+/// Armored keyrings (`.asc` files, deb822's inline keys) are dearmored into
+/// `CACHE/keyrings/SHA256.gpg`, since gpgv reads binary keyrings only. Keyrings that cannot be
+/// read are left out with a warning.
+pub fn system_keyrings(cache_dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut texts: Vec<String> =
+        std::fs::read_to_string(Path::new(APT_ROOT).join("sources.list")).into_iter().collect();
+    let dir = Path::new(APT_ROOT).join("sources.list.d");
+    texts.extend(files_ending(&dir, ".list"));
+    texts.extend(files_ending(&dir, ".sources"));
+    let mut found: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for text in texts {
+        for (host, keyrings) in vzpkg_adapters::apt::source_keyrings(&text) {
+            for keyring in keyrings {
+                let Some(path) = usable_keyring(cache_dir, &keyring) else { continue };
+                let paths = found.entry(host.clone()).or_default();
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Where this machine's apt configuration is.
+const APT_ROOT: &str = "/etc/apt";
+
+fn usable_keyring(cache_dir: &Path, keyring: &SignedBy) -> Option<PathBuf> {
+    let armored = match keyring {
+        SignedBy::File(path) if !path.ends_with(".asc") => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                tracing::warn!(keyring = %path.display(), "apt source names a keyring that is not there: not used");
+                return None;
+            }
+            return Some(path);
+        }
+        SignedBy::File(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(keyring = %path, error = %e, "apt source names a keyring that cannot be read: not used");
+                return None;
+            }
+        },
+        SignedBy::Inline(text) => text.clone(),
+    };
+    let binary = match vzpkg_adapters::armor::dearmor_public_keys(&armored) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "apt source names an armored keyring that cannot be read: not used");
+            return None;
+        }
+    };
+    let dir = cache_dir.join("keyrings");
+    let path = dir.join(format!("{}.gpg", hex::encode(sha2::Sha256::digest(&binary))));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &binary)?;
+        std::fs::rename(&tmp, &path)
+    });
+    match written {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(keyring = %path.display(), error = %e, "cannot write a dearmored keyring: not used");
+            None
+        }
+    }
 }
 
 fn files_ending(dir: &Path, ext: &str) -> Vec<String> {

@@ -1,7 +1,8 @@
 //! The catalog: which URL is stored in which blob, with its validators and access statistics,
 //! and which SHA256 each URL must have according to the indexes seen so far (the hash chain).
 //! Lookups are served from memory; every change is written behind to SQLite (WAL) by one thread
-//! that batches, so the hit path never waits for a database write.
+//! that batches, so the hit path never waits for a database write. It also remembers which
+//! index refreshes failed (prune waits for them) and the last prune.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +38,19 @@ const MIGRATIONS: &[&str] = &[
         source  TEXT NOT NULL
     );",
     "ALTER TABLE expected ADD COLUMN archive_name TEXT;",
+    "ALTER TABLE expected ADD COLUMN source_blob TEXT;
+    CREATE TABLE refresh_failures (
+        key     TEXT PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        reason  TEXT NOT NULL
+    );
+    CREATE TABLE prunes (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        files   INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL,
+        report  TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +78,28 @@ pub struct Expected {
     pub source: String,
     /// For a .deb: the name apt gives it in its archives directory.
     pub archive_name: Option<String>,
+    /// The sha256 of the generation of `source` this was learned from (None: learned before
+    /// that was recorded). An index that no longer lists a file overwrites nothing for it, so
+    /// this tells rows of the current generation from leftovers of older ones.
+    pub source_blob: Option<String>,
+}
+
+/// An index refresh that failed and has not succeeded since.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RefreshFailure {
+    pub key: String,
+    /// Unix seconds.
+    pub at: u64,
+    pub reason: String,
+}
+
+/// The last prune that changed anything.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LastPrune {
+    /// Unix seconds.
+    pub at: u64,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// The part a file plays in its repository's hash chain.
@@ -114,12 +150,20 @@ enum Write {
     Validated(String, u64),
     Hit(String, u64),
     Remove(String),
+    Unexpect(Vec<String>),
+    RefreshFailed(RefreshFailure),
+    RefreshOk(String),
+    Pruned(LastPrune, String),
     Flush(mpsc::Sender<()>),
 }
 
 pub struct Catalog {
     entries: RwLock<HashMap<String, Entry>>,
     expected: RwLock<HashMap<String, Expected>>,
+    failures: RwLock<HashMap<String, RefreshFailure>>,
+    last_prune: RwLock<Option<LastPrune>>,
+    /// Last access per blob as the database had it at open, for the store's accounting.
+    accessed: std::sync::Mutex<HashMap<String, u64>>,
     writer: mpsc::Sender<Write>,
 }
 
@@ -139,9 +183,10 @@ impl Catalog {
 
         let mut entries = HashMap::new();
         let mut missing = Vec::new();
+        let mut accessed: HashMap<String, u64> = HashMap::new();
         {
             let mut stmt = conn.prepare(
-                "SELECT key, blob, size, etag, last_modified, content_type, validated_at, verified FROM entries",
+                "SELECT key, blob, size, etag, last_modified, content_type, validated_at, verified, accessed_at FROM entries",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -155,11 +200,14 @@ impl Catalog {
                         validated_at: r.get(6)?,
                         verified: r.get(7)?,
                     },
+                    r.get::<_, u64>(8)?,
                 ))
             })?;
             for row in rows {
-                let (key, entry) = row?;
+                let (key, entry, at) = row?;
                 if blob_exists(&entry.blob) {
+                    let last = accessed.entry(entry.blob.clone()).or_default();
+                    *last = (*last).max(at);
                     entries.insert(key, entry);
                 } else {
                     missing.push(key);
@@ -168,7 +216,8 @@ impl Catalog {
         }
         let mut expected = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT key, sha256, size, role, source, archive_name FROM expected")?;
+            let mut stmt =
+                conn.prepare("SELECT key, sha256, size, role, source, archive_name, source_blob FROM expected")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -178,6 +227,7 @@ impl Catalog {
                         role: Role::decode(&r.get::<_, String>(3)?),
                         source: r.get(4)?,
                         archive_name: r.get(5)?,
+                        source_blob: r.get(6)?,
                     },
                 ))
             })?;
@@ -186,6 +236,8 @@ impl Catalog {
                 expected.insert(key, e);
             }
         }
+        let failures = read_failures(&conn)?.into_iter().map(|f| (f.key.clone(), f)).collect();
+        let last_prune = read_last_prune(&conn)?;
         for key in &missing {
             tracing::warn!(%key, "catalog entry without its blob: dropped");
             conn.execute("DELETE FROM entries WHERE key = ?1", [key])?;
@@ -193,7 +245,70 @@ impl Catalog {
 
         let (writer, queue) = mpsc::channel();
         std::thread::Builder::new().name("vzpkg-catalog".into()).spawn(move || write_behind(conn, queue))?;
-        Ok(Catalog { entries: RwLock::new(entries), expected: RwLock::new(expected), writer })
+        Ok(Catalog {
+            entries: RwLock::new(entries),
+            expected: RwLock::new(expected),
+            failures: RwLock::new(failures),
+            last_prune: RwLock::new(last_prune),
+            accessed: std::sync::Mutex::new(accessed),
+            writer,
+        })
+    }
+
+    /// Last access per blob as recorded when the catalog was opened (given out once).
+    pub fn take_access_times(&self) -> HashMap<String, u64> {
+        std::mem::take(&mut *self.accessed.lock().unwrap())
+    }
+
+    /// Every entry, as of now.
+    pub fn entries(&self) -> Vec<(String, Entry)> {
+        self.entries.read().unwrap().iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+    }
+
+    /// Every expected hash, as of now.
+    pub fn expected_all(&self) -> Vec<(String, Expected)> {
+        self.expected.read().unwrap().iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+    }
+
+    /// Forgets what indexes no longer current said.
+    pub fn unexpect(&self, keys: Vec<String>) {
+        {
+            let mut expected = self.expected.write().unwrap();
+            for key in &keys {
+                expected.remove(key);
+            }
+        }
+        let _ = self.writer.send(Write::Unexpect(keys));
+    }
+
+    /// An index refresh failed: prune holds off until it succeeds again.
+    pub fn refresh_failed(&self, key: &str, reason: &str) {
+        let failure = RefreshFailure { key: key.to_string(), at: now_secs(), reason: reason.to_string() };
+        self.failures.write().unwrap().insert(key.to_string(), failure.clone());
+        let _ = self.writer.send(Write::RefreshFailed(failure));
+    }
+
+    /// An index was fetched or confirmed: any failure recorded for it is over.
+    pub fn refresh_succeeded(&self, key: &str) {
+        if self.failures.write().unwrap().remove(key).is_some() {
+            let _ = self.writer.send(Write::RefreshOk(key.to_string()));
+        }
+    }
+
+    /// Index refreshes that failed and have not succeeded since, newest first.
+    pub fn refresh_failures(&self) -> Vec<RefreshFailure> {
+        let mut failures: Vec<_> = self.failures.read().unwrap().values().cloned().collect();
+        failures.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.key.cmp(&b.key)));
+        failures
+    }
+
+    pub fn record_prune(&self, last: LastPrune, report: String) {
+        *self.last_prune.write().unwrap() = Some(last.clone());
+        let _ = self.writer.send(Write::Pruned(last, report));
+    }
+
+    pub fn last_prune(&self) -> Option<LastPrune> {
+        self.last_prune.read().unwrap().clone()
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
@@ -212,7 +327,11 @@ impl Catalog {
 
     /// Records what an index vouches for, and settles the entries stored before it was known:
     /// a matching one becomes verified, any other is dropped. Returns (verified, dropped).
-    pub fn expect(&self, learned: Vec<(String, Expected)>) -> (usize, usize) {
+    /// `source_blob` is the sha256 of the index generation that said so.
+    pub fn expect(&self, mut learned: Vec<(String, Expected)>, source_blob: &str) -> (usize, usize) {
+        for (_, e) in &mut learned {
+            e.source_blob = Some(source_blob.to_string());
+        }
         let (mut verified, mut dropped) = (0, 0);
         {
             let mut entries = self.entries.write().unwrap();
@@ -279,6 +398,17 @@ impl Catalog {
         let _ = self.writer.send(Write::Remove(key.to_string()));
     }
 
+    /// Removes `key` if it still holds `blob` (and not a newer copy stored meanwhile).
+    pub fn remove_if(&self, key: &str, blob: &str) -> bool {
+        let mut entries = self.entries.write().unwrap();
+        if entries.get(key).is_some_and(|e| e.blob == blob) {
+            entries.remove(key);
+            let _ = self.writer.send(Write::Remove(key.to_string()));
+            return true;
+        }
+        false
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.read().unwrap().len()
     }
@@ -295,6 +425,18 @@ impl Catalog {
             let _ = wait.recv();
         }
     }
+}
+
+fn read_failures(conn: &Connection) -> rusqlite::Result<Vec<RefreshFailure>> {
+    let mut stmt = conn.prepare("SELECT key, at, reason FROM refresh_failures")?;
+    let rows = stmt.query_map([], |r| Ok(RefreshFailure { key: r.get(0)?, at: r.get(1)?, reason: r.get(2)? }))?;
+    rows.collect()
+}
+
+fn read_last_prune(conn: &Connection) -> rusqlite::Result<Option<LastPrune>> {
+    let mut stmt = conn.prepare("SELECT at, files, bytes FROM prunes ORDER BY id DESC LIMIT 1")?;
+    let mut rows = stmt.query_map([], |r| Ok(LastPrune { at: r.get(0)?, files: r.get(1)?, bytes: r.get(2)? }))?;
+    rows.next().transpose()
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -346,12 +488,42 @@ fn apply(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
             }
             Write::Expect(learned) => {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO expected (key, sha256, size, role, source, archive_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (key) DO UPDATE SET sha256 = ?2, size = ?3, role = ?4, source = ?5, archive_name = ?6",
+                    "INSERT INTO expected (key, sha256, size, role, source, archive_name, source_blob)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (key) DO UPDATE SET sha256 = ?2, size = ?3, role = ?4, source = ?5,
+                        archive_name = ?6, source_blob = ?7",
                 )?;
                 for (key, e) in learned {
-                    stmt.execute(params![key, e.sha256, e.size, e.role.encode(), e.source, e.archive_name])?;
+                    stmt.execute(params![
+                        key,
+                        e.sha256,
+                        e.size,
+                        e.role.encode(),
+                        e.source,
+                        e.archive_name,
+                        e.source_blob
+                    ])?;
                 }
+            }
+            Write::Unexpect(keys) => {
+                let mut stmt = tx.prepare_cached("DELETE FROM expected WHERE key = ?1")?;
+                for key in keys {
+                    stmt.execute([key])?;
+                }
+            }
+            Write::RefreshFailed(f) => {
+                tx.prepare_cached(
+                    "INSERT INTO refresh_failures (key, at, reason) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET at = ?2, reason = ?3",
+                )?
+                .execute(params![f.key, f.at, f.reason])?;
+            }
+            Write::RefreshOk(key) => {
+                tx.prepare_cached("DELETE FROM refresh_failures WHERE key = ?1")?.execute([key])?;
+            }
+            Write::Pruned(last, report) => {
+                tx.prepare_cached("INSERT INTO prunes (at, files, bytes, report) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![last.at, last.files, last.bytes, report])?;
             }
             Write::Verified(key) => {
                 tx.prepare_cached("UPDATE entries SET verified = 1 WHERE key = ?1")?.execute([key])?;
@@ -407,12 +579,12 @@ mod tests {
             role: Role::AptPackages(Compression::Xz),
             source: "idx".into(),
             archive_name: Some("a_1_all.deb".into()),
+            source_blob: Some("ff".into()),
         };
-        let (verified, dropped) = catalog.expect(vec![
-            ("good".into(), expect("aa")),
-            ("bad".into(), expect("cc")),
-            ("later".into(), expect("dd")),
-        ]);
+        let (verified, dropped) = catalog.expect(
+            vec![("good".into(), expect("aa")), ("bad".into(), expect("cc")), ("later".into(), expect("dd"))],
+            "ff",
+        );
         assert_eq!((verified, dropped), (1, 1));
         assert!(catalog.get("good").unwrap().verified);
         assert_eq!(catalog.get("bad"), None);
@@ -447,5 +619,25 @@ mod tests {
         assert_eq!(hits, 2);
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn refresh_failures_and_prunes_persist_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.sqlite");
+        let catalog = Catalog::open(&db, |_| true).unwrap();
+        catalog.refresh_failed("remap:d/dists/s/InRelease", "upstream failed: 503");
+        catalog.refresh_failed("remap:e/dists/s/InRelease", "upstream failed: timeout");
+        catalog.refresh_succeeded("remap:e/dists/s/InRelease");
+        catalog.record_prune(LastPrune { at: 5, files: 2, bytes: 300 }, "{}".into());
+        catalog.flush();
+        drop(catalog);
+        let catalog = Catalog::open(&db, |_| true).unwrap();
+        assert_eq!(catalog.last_prune(), Some(LastPrune { at: 5, files: 2, bytes: 300 }));
+        let failures = catalog.refresh_failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].key, "remap:d/dists/s/InRelease");
+        catalog.refresh_succeeded("remap:d/dists/s/InRelease");
+        assert!(catalog.refresh_failures().is_empty());
     }
 }

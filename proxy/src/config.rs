@@ -23,6 +23,13 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Read this machine's apt/dnf sources to allow their hosts.
     pub allow_system_sources: bool,
+    /// Check the roots of an upstream this machine's own apt sources name with the keyring
+    /// they give it (`signed-by`), unless `keyrings` names one for it.
+    pub system_keyrings: bool,
+    /// Keep the store under this many bytes (an integer, or a string such as "20G"): after a
+    /// download takes it over, the least recently used blobs go. None: no cap.
+    #[serde(deserialize_with = "size_opt")]
+    pub max_cache_size: Option<u64>,
     /// Client networks allowed to use the proxy.
     pub allow_clients: Vec<IpNet>,
     /// `GET /NAME/path` goes to these base URLs, trying the next when one fails.
@@ -66,6 +73,8 @@ impl Default for Config {
             cache_dir: PathBuf::from("/var/cache/vzpkg"),
             allow_hosts: Vec::new(),
             allow_system_sources: true,
+            system_keyrings: true,
+            max_cache_size: None,
             allow_clients: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             remap: BTreeMap::new(),
             parent: None,
@@ -129,10 +138,63 @@ impl Config {
     }
 }
 
+/// A size in bytes: `1048576`, `512K`, `20M`, `20G`, `1T` (powers of 1024; `KiB`, `MB`, … and
+/// a trailing `B` are taken too).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size such as 500M or 20G"))?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn size_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 fn check_http_url(raw: &str) -> Result<(), String> {
     match url::Url::parse(raw) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
         Ok(_) => Err(format!("{raw:?} is not an http:// or https:// URL")),
         Err(e) => Err(format!("{raw:?} is not a URL: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("3 MiB"), Ok(3 << 20));
+        assert_eq!(parse_size("1tb"), Ok(1 << 40));
+        assert!(parse_size("G").is_err() && parse_size("5X").is_err() && parse_size("99999999999T").is_err());
+        let config: Config = toml::from_str("max_cache_size = \"2G\"").unwrap();
+        assert_eq!(config.max_cache_size, Some(2 << 30));
+        let config: Config = toml::from_str("max_cache_size = 1000").unwrap();
+        assert_eq!(config.max_cache_size, Some(1000));
+        assert!(toml::from_str::<Config>("max_cache_size = \"lots\"").is_err());
     }
 }

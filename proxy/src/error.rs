@@ -13,6 +13,10 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request cannot be carried out in the cache's present state (prune after a failed
+    /// index refresh).
+    #[error("{0}")]
+    Conflict(String),
     #[error("method {0} is not supported: vzpkg serves GET and HEAD")]
     Method(String),
     /// Upstream answered with an error status that clients should see as it is (404, 410 …).
@@ -49,6 +53,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::Upstream(_) | Error::Verify(_) => StatusCode::BAD_GATEWAY,

@@ -181,6 +181,8 @@ pub struct Fetcher {
     pub backoff: Backoff,
     /// Do not store packages that no index vouches for.
     pub strict: bool,
+    /// Keeps the store under `max_cache_size`, when set.
+    pub cap: Option<Arc<crate::prune::Cap>>,
 }
 
 /// What a fetch is asked to do.
@@ -197,8 +199,13 @@ impl Fetcher {
     pub async fn run(self: Arc<Self>, lead: Lead, job: Job) {
         let started = Instant::now();
         let key = job.target.key.clone();
+        // An index that cannot be refreshed holds prune off until it can (see prune.rs).
+        let index = matches!(job.target.kind, FileKind::Index | FileKind::ByHash);
         let last = match self.fetch(&lead, job).await {
             Ok(last) => {
+                if index {
+                    self.catalog.refresh_succeeded(&key);
+                }
                 self.backoff.succeeded(&key);
                 tracing::debug!(%key, ms = started.elapsed().as_millis() as u64, "fetch done");
                 last
@@ -210,6 +217,9 @@ impl Fetcher {
                 };
                 if e.status().is_server_error() {
                     self.backoff.failed(&key);
+                    if index {
+                        self.catalog.refresh_failed(&key, &e.to_string());
+                    }
                 }
                 tracing::warn!(%key, error = %e, "download failed; nothing stored");
                 Progress::Failed { status: e.status().as_u16(), reason: e.to_string().into() }
@@ -321,6 +331,9 @@ impl Fetcher {
         let store = self.store.clone();
         let hash = blob.clone();
         blocking(move || store.commit(tmp, &hash).map_err(Error::Store)).await?;
+        if let Some(cap) = &self.cap {
+            cap.check(&blob);
+        }
         self.catalog.put(
             &target.key,
             Entry {
@@ -407,13 +420,13 @@ impl Fetcher {
     /// itself matched its hash; only what it lists stays unverified.
     async fn learn(&self, target: &Target, blob: &str, trusted: Option<Trusted>, role: Option<Role>) {
         let (me, target, blob) = (self.shared(), target.clone(), blob.to_string());
-        let key = target.key.clone();
+        let (key, source_blob) = (target.key.clone(), blob.clone());
         let learned = blocking(move || me.verifier.learn(&me.store, &target, &blob, trusted.as_ref(), role)).await;
         match learned {
             Ok(learned) if learned.is_empty() => {}
             Ok(learned) => {
                 let count = learned.len();
-                let (verified, dropped) = self.catalog.expect(learned);
+                let (verified, dropped) = self.catalog.expect(learned, &source_blob);
                 tracing::info!(%key, files = count, verified, dropped, "index learned");
             }
             Err(e) => {

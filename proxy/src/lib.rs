@@ -3,13 +3,16 @@
 //! once by content hash.
 
 mod access;
+pub mod admin;
 mod backoff;
 mod catalog;
 pub mod config;
 mod error;
+pub mod evict;
 mod fetch;
 mod flight;
 mod metrics;
+pub mod prune;
 mod serve;
 mod server;
 mod service;
@@ -18,7 +21,7 @@ mod target;
 mod verify;
 pub mod view;
 
-pub use config::{Config, UpstreamConfig};
+pub use config::{parse_size, Config, UpstreamConfig};
 pub use error::Error;
 pub use server::serve;
 pub use service::Proxy;

@@ -1,4 +1,9 @@
-//! Counters for `/_vzpkg/metrics` (Prometheus text format) and `/_vzpkg/status` (JSON).
+//! Counters for `/_vzpkg/metrics` (Prometheus text format) and `/_vzpkg/status` (JSON), and
+//! per wrapper run (the `run/TAG` of its User-Agent): bytes by source and the upstream hosts
+//! refused, which the wrapper asks for over the admin socket when its run ends.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,7 +27,79 @@ pub struct Metrics {
     pub bytes_from_upstream: Counter,
     /// Requests waiting for upstream's answer to a fetch under way.
     pub waiting: Gauge,
+    pub runs: Runs,
     registry: Registry,
+}
+
+/// What one wrapper run got from the proxy.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RunStats {
+    pub requests: u64,
+    /// Body bytes served from the store (hits and revalidated copies).
+    pub bytes_from_cache: u64,
+    /// Body bytes that came from upstream for this run (downloads it started or joined, and
+    /// files passed through).
+    pub bytes_from_upstream: u64,
+    /// Body bytes of error pages and the proxy's own endpoints.
+    pub bytes_other: u64,
+    /// Upstream hosts (`host` or `host:port`) refused because they are not allowed.
+    pub refused_hosts: BTreeSet<String>,
+}
+
+/// Where a response's bytes came from, for a run's accounting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Source {
+    Cache,
+    Upstream,
+    Other,
+}
+
+/// Per-run statistics, the most recent [`Runs::MAX`] runs.
+#[derive(Default)]
+pub struct Runs {
+    inner: Mutex<(HashMap<String, RunStats>, VecDeque<String>)>,
+}
+
+impl Runs {
+    pub const MAX: usize = 4096;
+
+    fn with(&self, tag: &str, f: impl FnOnce(&mut RunStats)) {
+        let mut guard = self.inner.lock().unwrap();
+        let (runs, order) = &mut *guard;
+        if !runs.contains_key(tag) {
+            if order.len() >= Self::MAX {
+                if let Some(oldest) = order.pop_front() {
+                    runs.remove(&oldest);
+                }
+            }
+            order.push_back(tag.to_string());
+        }
+        f(runs.entry(tag.to_string()).or_default());
+    }
+
+    pub fn request(&self, tag: &str) {
+        self.with(tag, |r| r.requests += 1);
+    }
+
+    pub fn bytes(&self, tag: &str, source: Source, n: u64) {
+        self.with(tag, |r| match source {
+            Source::Cache => r.bytes_from_cache += n,
+            Source::Upstream => r.bytes_from_upstream += n,
+            Source::Other => r.bytes_other += n,
+        });
+    }
+
+    pub fn refused(&self, tag: &str, host: &str) {
+        self.with(tag, |r| {
+            if r.refused_hosts.len() < 100 {
+                r.refused_hosts.insert(host.to_string());
+            }
+        });
+    }
+
+    pub fn get(&self, tag: &str) -> Option<RunStats> {
+        self.inner.lock().unwrap().0.get(tag).cloned()
+    }
 }
 
 impl Metrics {
@@ -83,5 +160,21 @@ mod tests {
         m.hits.inc_by(3);
         assert!(m.prometheus_text().contains("vzpkg_cache_hits_total 3"), "{}", m.prometheus_text());
         assert_eq!(m.as_json()["cache_hits"], 3);
+    }
+
+    #[test]
+    fn runs_are_counted_by_source_and_bounded() {
+        let m = super::Metrics::new();
+        m.runs.request("1-2");
+        m.runs.bytes("1-2", super::Source::Cache, 10);
+        m.runs.bytes("1-2", super::Source::Upstream, 5);
+        m.runs.refused("1-2", "mirror.example.org");
+        let run = m.runs.get("1-2").unwrap();
+        assert_eq!((run.requests, run.bytes_from_cache, run.bytes_from_upstream), (1, 10, 5));
+        assert!(run.refused_hosts.contains("mirror.example.org"));
+        for i in 0..super::Runs::MAX {
+            m.runs.request(&format!("other-{i}"));
+        }
+        assert_eq!(m.runs.get("1-2"), None, "the oldest run was forgotten");
     }
 }

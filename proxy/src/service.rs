@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fs2::FileExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fetch::{Fetcher, Job, Upstream};
 use crate::flight::{answer, Flights, Joined, Progress};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::serve::{self, Body};
 use crate::store::Store;
 use crate::target::{route, Route, Target};
@@ -55,14 +54,14 @@ impl Outcome {
 }
 
 pub struct Proxy {
-    config: Config,
+    pub(crate) config: Config,
     access: Arc<Access>,
-    store: Arc<Store>,
-    catalog: Arc<Catalog>,
-    flights: Arc<Flights>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) flights: Arc<Flights>,
     fetcher: Arc<Fetcher>,
     verifier: Arc<Verifier>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Download tasks, so that a graceful stop can let them finish.
     pub(crate) downloads: TaskTracker,
     started: Instant,
@@ -74,21 +73,45 @@ impl Proxy {
     /// Opens the cache (recovering from any crash) and prepares the upstream client.
     pub fn open(config: Config) -> Result<Arc<Proxy>> {
         config.validate().map_err(Error::Config)?;
-        std::fs::create_dir_all(&config.cache_dir)?;
-        let lock = File::create(config.cache_dir.join("lock"))?;
-        lock.try_lock_exclusive().map_err(|_| {
-            Error::Store(std::io::Error::other(format!(
-                "{} is in use by another vzpkg proxy (lock file {})",
-                config.cache_dir.display(),
-                config.cache_dir.join("lock").display()
-            )))
-        })?;
+        let lock = crate::admin::lock(&config.cache_dir)?;
         let store = Arc::new(Store::open(&config.cache_dir)?);
         let catalog =
             Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
+        store.seed_access(catalog.take_access_times());
+        let cap = config.max_cache_size.map(|limit| crate::prune::Cap::new(limit, store.clone(), catalog.clone()));
         let metrics = Arc::new(Metrics::new());
         let access = Arc::new(Access::new(&config));
-        let verifier = Arc::new(Verifier::new(config.keyrings.clone()));
+        // The keyrings this machine's own apt sources name, unless the config names one for
+        // that upstream.
+        let mut keyrings =
+            if config.system_keyrings { crate::access::system_keyrings(&config.cache_dir) } else { Default::default() };
+        // A remap NAME whose upstreams all have one gets theirs too.
+        for (name, bases) in &config.remap {
+            let mut union: Vec<PathBuf> = Vec::new();
+            let every = bases.iter().all(|base| {
+                let Some(found) = url::Url::parse(base).ok().and_then(|u| {
+                    let host = u.host_str()?.to_ascii_lowercase();
+                    let authority = u.port().map_or(host.clone(), |p| format!("{host}:{p}"));
+                    keyrings.get(&authority).cloned()
+                }) else {
+                    return false;
+                };
+                union.extend(found);
+                true
+            });
+            if every && !union.is_empty() {
+                union.dedup();
+                keyrings.insert(name.clone(), union);
+            }
+        }
+        for (name, keyring) in &keyrings {
+            let files: Vec<String> = keyring.iter().map(|k| k.display().to_string()).collect();
+            tracing::info!(upstream = %name, keyrings = %files.join(", "), "signatures checked with this machine's apt keyring");
+        }
+        for (name, keyring) in &config.keyrings {
+            keyrings.insert(name.clone(), vec![keyring.clone()]);
+        }
+        let verifier = Arc::new(Verifier::new(keyrings));
         let fetcher = Arc::new(Fetcher {
             upstream: Upstream::new(&config, access.clone(), metrics.clone())?,
             store: store.clone(),
@@ -100,6 +123,7 @@ impl Proxy {
                 Duration::from_secs(config.upstream.backoff_max_secs),
             ),
             strict: config.strict,
+            cap,
         });
         Ok(Arc::new(Proxy {
             access,
@@ -128,6 +152,10 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         self.metrics.requests.inc();
+        let run = run_tag(req.headers());
+        if let Some(tag) = &run {
+            self.metrics.runs.request(tag);
+        }
         let (resp, outcome) = match self.respond(&req, client).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -155,7 +183,7 @@ impl Proxy {
             outcome,
             started,
             bytes: 0,
-            run: run_tag(req.headers()),
+            run,
             metrics: self.metrics.clone(),
         };
         resp.map(|body| log.count(body))
@@ -184,6 +212,9 @@ impl Proxy {
         if let Some((host, port)) = &target.host {
             if !self.access.host_allowed(host, *port) {
                 let name = if matches!(port, 80 | 443) { host.clone() } else { format!("{host}:{port}") };
+                if let Some(tag) = run_tag(req.headers()) {
+                    self.metrics.runs.refused(&tag, &name);
+                }
                 return Err(Error::Forbidden(format!(
                     "upstream host {name} is not allowed: add `--allow-host {name}` (or allow_hosts in the config), or name it in this machine's apt/dnf sources"
                 )));
@@ -319,10 +350,19 @@ impl Proxy {
         head_only: bool,
     ) -> Result<Option<Response<Body>>> {
         let path: PathBuf = self.store.blob_path(&entry.blob);
+        // Pinned for as long as the body is being sent: prune leaves it alone meanwhile.
+        let pin = self.store.pin(&entry.blob);
         match serve::blob(&path, entry, headers, head_only).await? {
             Some(resp) => {
                 self.catalog.hit(&target.key);
-                Ok(Some(resp))
+                self.store.touch(&entry.blob);
+                Ok(Some(resp.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _held = &pin;
+                        frame
+                    })
+                    .boxed_unsync()
+                })))
             }
             None => {
                 tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
@@ -332,21 +372,34 @@ impl Proxy {
         }
     }
 
+    /// What `/_vzpkg/status` and the admin socket's `/status` answer.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let (hits, misses, joined) = (self.metrics.hits.get(), self.metrics.misses.get(), self.metrics.joined.get());
+        let lookups = hits + misses + joined;
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "cache_dir": self.config.cache_dir,
+            "entries": self.catalog.entry_count(),
+            "stored_bytes": self.catalog.total_bytes(),
+            "store": self.store.usage(),
+            "max_cache_size": self.config.max_cache_size,
+            "known_hashes": self.catalog.expected_count(),
+            "unverified_entries": self.catalog.unverified_count(),
+            "downloads_in_flight": self.flights.in_flight(),
+            "hit_ratio": if lookups == 0 { None } else { Some(hits as f64 / lookups as f64) },
+            "bytes_saved": self.metrics.bytes_from_cache.get(),
+            "last_prune": self.catalog.last_prune(),
+            "refresh_failures": self.catalog.refresh_failures(),
+            "counters": self.metrics.as_json(),
+        })
+    }
+
     fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
         match endpoint {
             "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
             "status" => {
-                let status = serde_json::json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptime_secs": self.started.elapsed().as_secs(),
-                    "cache_dir": self.config.cache_dir,
-                    "entries": self.catalog.entry_count(),
-                    "stored_bytes": self.catalog.total_bytes(),
-                    "known_hashes": self.catalog.expected_count(),
-                    "unverified_entries": self.catalog.unverified_count(),
-                    "downloads_in_flight": self.flights.in_flight(),
-                    "counters": self.metrics.as_json(),
-                });
+                let status = self.status();
                 Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
             }
             _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
@@ -380,11 +433,21 @@ fn run_tag(headers: &hyper::HeaderMap) -> Option<String> {
 impl RequestLog {
     fn count(self, body: Body) -> Body {
         let mut log = self;
+        let source = match log.outcome {
+            Outcome::Hit | Outcome::Revalidated => Source::Cache,
+            Outcome::Miss | Outcome::Joined | Outcome::Pass => Source::Upstream,
+            Outcome::Internal | Outcome::Refused | Outcome::Failed => Source::Other,
+        };
         body.map_frame(move |frame| {
             // `&mut log` makes the closure own the whole log, so it is dropped with the body.
             let log = &mut log;
             if let Some(data) = frame.data_ref() {
                 log.bytes += data.len() as u64;
+                // Counted as the bytes go, not when the log line is written: a run that asks
+                // right after its client has the last byte must find them all.
+                if let Some(tag) = &log.run {
+                    log.metrics.runs.bytes(tag, source, data.len() as u64);
+                }
             }
             frame
         })

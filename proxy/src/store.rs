@@ -1,20 +1,54 @@
 //! The content-addressed blob store: `blobs/ab/abcdef…` named by sha256. A blob is written under
 //! `tmp/` on the same filesystem, fsynced and renamed into place, so no reader ever sees a
 //! half-written blob; whatever a crash leaves in `tmp/` is removed at the next start.
+//!
+//! The store also keeps the accounting of what it holds: every blob it commits, serves and
+//! removes goes to its [`Eviction`] manager (size and last use per blob), and blobs being served
+//! right now are *pinned*, so that pruning leaves them alone. Removing a blob never disturbs a
+//! reader that has it open: the file lives on until the reader closes it.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::now_secs;
+use crate::evict::{Candidate, Eviction, Lru, Usage};
 
 pub struct Store {
     blobs: PathBuf,
     tmp: PathBuf,
+    eviction: Box<dyn Eviction>,
+    /// Blobs being served right now, with how many readers each.
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Keeps a blob pinned until dropped.
+pub struct Pin {
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    blob: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap();
+        if let Some(n) = pins.get_mut(&self.blob) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.blob);
+            }
+        }
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the store under `root` and clears leftovers of a crash.
+    /// Blocking: lists every blob for the accounting (last use from the file's times until
+    /// [`Store::seed_access`] says better).
     pub fn open(root: &Path) -> io::Result<Store> {
-        let store = Store { blobs: root.join("blobs"), tmp: root.join("tmp") };
+        let store = Self::paths(root);
         fs::create_dir_all(&store.blobs)?;
         fs::create_dir_all(&store.tmp)?;
         for entry in fs::read_dir(&store.tmp)? {
@@ -22,13 +56,91 @@ impl Store {
             tracing::info!(file = %entry.path().display(), "removing an unfinished download left by an earlier run");
             fs::remove_file(entry.path())?;
         }
+        for shard in fs::read_dir(&store.blobs)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in fs::read_dir(shard.path())? {
+                let blob = blob?;
+                let name = blob.file_name().to_string_lossy().into_owned();
+                let meta = blob.metadata()?;
+                if meta.is_file() && is_blob_name(&name) {
+                    store.eviction.admit(&name, meta.len(), meta.mtime().max(0) as u64);
+                }
+            }
+        }
         Ok(store)
     }
 
-    /// The store's paths under `root`, without creating or cleaning anything: for readers
-    /// beside a running proxy.
+    /// The store's paths under `root`, without creating, cleaning or listing anything: for
+    /// readers beside a running proxy. Its accounting starts empty.
     pub fn paths(root: &Path) -> Store {
-        Store { blobs: root.join("blobs"), tmp: root.join("tmp") }
+        Store {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            eviction: Box::new(Lru::default()),
+            pins: Arc::default(),
+        }
+    }
+
+    /// Last uses recorded elsewhere (the catalog's access times), where later than the files'.
+    pub fn seed_access(&self, used: impl IntoIterator<Item = (String, u64)>) {
+        for (blob, at) in used {
+            self.eviction.access(&blob, at);
+        }
+    }
+
+    /// Records that a stored blob was served.
+    pub fn touch(&self, sha256_hex: &str) {
+        self.eviction.access(sha256_hex, now_secs());
+    }
+
+    /// Marks a blob as being served until the returned pin is dropped.
+    pub fn pin(&self, sha256_hex: &str) -> Pin {
+        *self.pins.lock().unwrap().entry(sha256_hex.to_string()).or_default() += 1;
+        Pin { pins: self.pins.clone(), blob: sha256_hex.to_string() }
+    }
+
+    pub fn is_pinned(&self, sha256_hex: &str) -> bool {
+        self.pins.lock().unwrap().contains_key(sha256_hex)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.eviction.usage()
+    }
+
+    /// Every blob, the first to go first.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.eviction.candidates()
+    }
+
+    pub fn contains(&self, sha256_hex: &str) -> bool {
+        self.blob_path(sha256_hex).exists()
+    }
+
+    /// Removes a blob; returns the bytes freed (0 when it was already gone). A reader that has
+    /// it open keeps reading the whole file. Blocking.
+    pub fn remove(&self, sha256_hex: &str) -> io::Result<u64> {
+        let path = self.blob_path(sha256_hex);
+        let size = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.eviction.remove(sha256_hex);
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.eviction.remove(sha256_hex);
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        }
+        self.eviction.remove(sha256_hex);
+        Ok(size)
     }
 
     /// A new, empty temporary file for a download; it vanishes if dropped before `commit`.
@@ -44,7 +156,9 @@ impl Store {
     /// `spawn_blocking`.
     pub fn commit(&self, tmp: tempfile::NamedTempFile, sha256_hex: &str) -> io::Result<PathBuf> {
         let path = self.blob_path(sha256_hex);
+        let size = tmp.as_file().metadata()?.len();
         if path.exists() {
+            self.eviction.admit(sha256_hex, size, now_secs());
             return Ok(path); // same content already stored
         }
         // Read-only for everyone: no process, however it reached the file, may change a blob
@@ -55,8 +169,14 @@ impl Store {
         fs::create_dir_all(dir)?;
         tmp.persist(&path).map_err(|e| e.error)?;
         File::open(dir)?.sync_all()?;
+        self.eviction.admit(sha256_hex, size, now_secs());
         Ok(path)
     }
+}
+
+/// 64 lowercase hex digits.
+fn is_blob_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -83,5 +203,33 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o444);
         assert_eq!(path, dir.path().join("blobs/ab").join(&hash));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn remove_accounts_per_blob_and_a_reopen_counts_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+        for (hash, body) in [(&a, &b"12345"[..]), (&b, &b"123"[..])] {
+            let mut tmp = store.new_tmp().unwrap();
+            tmp.write_all(body).unwrap();
+            store.commit(tmp, hash).unwrap();
+        }
+        assert_eq!(store.usage(), Usage { blobs: 2, bytes: 8 });
+        assert_eq!(Store::open(dir.path()).unwrap().usage(), Usage { blobs: 2, bytes: 8 });
+
+        // A reader that has the blob open keeps the whole of it.
+        let mut reader = File::open(store.blob_path(&a)).unwrap();
+        let pin = store.pin(&a);
+        assert!(store.is_pinned(&a));
+        assert_eq!(store.remove(&a).unwrap(), 5);
+        assert_eq!(store.remove(&a).unwrap(), 0, "already gone");
+        let mut rest = Vec::new();
+        io::Read::read_to_end(&mut reader, &mut rest).unwrap();
+        assert_eq!(rest, b"12345");
+        drop(pin);
+        assert!(!store.is_pinned(&a));
+        assert_eq!(store.usage(), Usage { blobs: 1, bytes: 3 });
+        assert_eq!(store.candidates().into_iter().map(|c| c.blob).collect::<Vec<_>>(), [b]);
     }
 }

@@ -41,12 +41,12 @@ impl Root {
 }
 
 pub struct Verifier {
-    /// Remap NAME or `host[:port]` → keyring file.
-    keyrings: BTreeMap<String, PathBuf>,
+    /// Remap NAME or `host[:port]` → keyring files (a signature by a key of any of them).
+    keyrings: BTreeMap<String, Vec<PathBuf>>,
 }
 
 impl Verifier {
-    pub fn new(keyrings: BTreeMap<String, PathBuf>) -> Verifier {
+    pub fn new(keyrings: BTreeMap<String, Vec<PathBuf>>) -> Verifier {
         Verifier { keyrings }
     }
 
@@ -71,11 +71,12 @@ impl Verifier {
             role: Role::Metadata,
             source: key.to_string(),
             archive_name: None,
+            source_blob: None,
         })
     }
 
-    fn keyring(&self, target: &Target) -> Option<&Path> {
-        self.keyrings.get(&target.origin).map(PathBuf::as_path)
+    fn keyring(&self, target: &Target) -> Option<&[PathBuf]> {
+        self.keyrings.get(&target.origin).map(Vec::as_slice).filter(|k| !k.is_empty())
     }
 
     /// Whether `target`'s roots must carry a good signature.
@@ -225,8 +226,14 @@ fn framing(key: &str, e: vzpkg_adapters::ParseError) -> Error {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected =
-        Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string(), archive_name: None };
+    let expected = Expected {
+        sha256: file.sha256.clone(),
+        size: file.size,
+        role,
+        source: source.to_string(),
+        archive_name: None,
+        source_blob: None,
+    };
     (format!("{base}/{}", file.path), expected)
 }
 
@@ -247,7 +254,7 @@ fn release_entries(dir: &str, release: &apt::release::Release, source: &str) -> 
 }
 
 /// Checks a detached signature of `data`; the signature must be armor and nothing else.
-fn detached(keyring: &Path, key: &str, signature: &[u8], data: &[u8]) -> Result<()> {
+fn detached(keyring: &[PathBuf], key: &str, signature: &[u8], data: &[u8]) -> Result<()> {
     armor::detached(signature).map_err(|e| framing(key, e))?;
     let home = tempfile::tempdir().map_err(Error::Store)?;
     let (signature_file, data_file) = (home.path().join("signature"), home.path().join("data"));
@@ -257,7 +264,7 @@ fn detached(keyring: &Path, key: &str, signature: &[u8], data: &[u8]) -> Result<
 }
 
 /// Checks a clearsigned message and returns the text gpgv found signed.
-fn clearsigned(keyring: &Path, key: &str, message: &[u8]) -> Result<Vec<u8>> {
+fn clearsigned(keyring: &[PathBuf], key: &str, message: &[u8]) -> Result<Vec<u8>> {
     let home = tempfile::tempdir().map_err(Error::Store)?;
     let (message_file, text_file) = (home.path().join("message"), home.path().join("text"));
     std::fs::write(&message_file, message).map_err(Error::Store)?;
@@ -267,11 +274,13 @@ fn clearsigned(keyring: &Path, key: &str, message: &[u8]) -> Result<Vec<u8>> {
 
 /// Runs gpgv with `home` as its GnuPG home: copies of the bytes to check are written there, so
 /// what gpgv reads is exactly what the caller holds.
-fn gpgv(keyring: &Path, key: &str, home: &Path, args: &[&Path]) -> Result<()> {
-    let out = Command::new("gpgv")
-        .env("GNUPGHOME", home)
-        .arg("--keyring")
-        .arg(keyring)
+fn gpgv(keyring: &[PathBuf], key: &str, home: &Path, args: &[&Path]) -> Result<()> {
+    let mut gpgv = Command::new("gpgv");
+    gpgv.env("GNUPGHOME", home);
+    for k in keyring {
+        gpgv.arg("--keyring").arg(k);
+    }
+    let out = gpgv
         .args(args)
         .output()
         .map_err(|e| Error::Verify(format!("cannot run gpgv (install the gpgv package): {e}")))?;
@@ -280,7 +289,8 @@ fn gpgv(keyring: &Path, key: &str, home: &Path, args: &[&Path]) -> Result<()> {
     }
     let why = String::from_utf8_lossy(&out.stderr);
     let why = why.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given");
-    Err(Error::Verify(format!("{key}: signature does not verify with keyring {}: {why}", keyring.display())))
+    let names: Vec<String> = keyring.iter().map(|k| k.display().to_string()).collect();
+    Err(Error::Verify(format!("{key}: signature does not verify with keyring {}: {why}", names.join(", "))))
 }
 
 #[cfg(test)]

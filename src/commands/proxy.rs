@@ -1,5 +1,5 @@
-//! `vzpkg proxy`: applies command-line overrides to the config, binds the listeners and serves
-//! until SIGTERM or SIGINT.
+//! `vzpkg proxy`: applies command-line overrides to the config, binds the listeners and the
+//! admin socket, and serves until SIGTERM or SIGINT.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +46,11 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
         println!("vzpkg proxy listening on {}", listener.local_addr()?);
         listeners.push(listener);
     }
+    // Bound while the proxy holds the cache's lock: a socket left there is a dead proxy's.
+    let admin = vzpkg_proxy::admin::bind(&cache_dir).with_context(|| {
+        format!("binding the admin socket {}", vzpkg_proxy::admin::socket_path(&cache_dir).display())
+    })?;
+    let admin = tokio::spawn(vzpkg_proxy::admin::serve(proxy.clone(), admin));
     tracing::info!(
         cache_dir = %cache_dir.display(),
         allowed_hosts = proxy.allowed_hosts(),
@@ -54,6 +59,8 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
         "proxy ready"
     );
     vzpkg_proxy::serve(proxy, listeners, stop_signal()).await;
+    admin.abort();
+    let _ = std::fs::remove_file(vzpkg_proxy::admin::socket_path(&cache_dir));
     tracing::info!("stopped");
     Ok(())
 }

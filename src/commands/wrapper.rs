@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::audit;
 use crate::backend::{self, Changes, Installed, Operation};
 use crate::cli::WrapperArgs;
 use crate::config::FileConfig;
@@ -25,25 +26,69 @@ pub enum Request {
     Exec(Vec<String>),
 }
 
+impl Request {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Package(Operation::Install(_)) => "install",
+            Request::Package(Operation::Remove(_)) => "remove",
+            Request::Package(Operation::Upgrade(_)) => "upgrade",
+            Request::Package(Operation::Update) => "update",
+            Request::List => "list",
+            Request::Exec(_) => "exec",
+        }
+    }
+}
+
 pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("vzpkg {ct}: wrapper commands need root (they create namespaces and mounts)");
     }
+    // Opened first, so that a command whose record could not be written never runs.
+    audit::Log::open(&file.state_dir).context("opening the audit log")?;
+    let mut record = audit::Pending::start(ct, request.name());
+    let result = run_recorded(ct, request, args, file, &mut record);
+    record.finish(&file.state_dir, &file.cache_dir, result)
+}
+
+fn run_recorded(
+    ct: &str,
+    request: Request,
+    args: &WrapperArgs,
+    file: &FileConfig,
+    audit: &mut audit::Pending,
+) -> Result<i32> {
     let container = Container::resolve(ct, &file.containers)?;
+    audit.container(&container);
     let backend = backend::detect(&container)?;
+    audit.backend(backend.name());
     let before = backend.installed(&container)?;
     if let Request::List = request {
         // Written, not println!'d: `vzpkg list CT | head` must end quietly on a closed pipe.
         let mut out = std::io::stdout().lock();
         for p in &before {
-            writeln!(out, "{}\t{}\t{}", printable(&p.name, 256), printable(&p.version, 256), printable(&p.arch, 64))?;
+            if args.json {
+                let line = serde_json::json!({
+                    "name": audit::bounded(&p.name, audit::MAX_NAME),
+                    "version": audit::bounded(&p.version, audit::MAX_VERSION),
+                    "arch": audit::bounded(&p.arch, audit::MAX_ARCH),
+                });
+                writeln!(out, "{}", crate::untrusted::json_text(&line))?;
+            } else {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    printable(&p.name, 256),
+                    printable(&p.version, 256),
+                    printable(&p.arch, 64)
+                )?;
+            }
         }
         out.flush()?;
         return Ok(0);
     }
     let timeout = Duration::from_secs(args.timeout);
-    let _lock = host_lock(&file.state_dir, &container, timeout)?;
-    wait_for_guest_locks(&container, backend.locks(), timeout)?;
+    let _lock = audit.refusal(host_lock(&file.state_dir, &container, timeout))?;
+    audit.refusal(wait_for_guest_locks(&container, backend.locks(), timeout))?;
 
     let proxy = proxy_addr(&args.proxy)?;
     let views = backend.views(&container, &file.cache_dir)?;
@@ -52,6 +97,7 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     let mut commands = Vec::new();
     if let Some((why, command)) = backend.repair(&container)? {
         eprintln!("vzpkg: {why} in {ct}; running {} first", command.join(" "));
+        audit.lock_action(format!("{why}: ran {}", command.join(" ")));
         commands.push(command);
     }
     let inside_proxy = format!("http://127.0.0.1:{RELAY_PORT}");
@@ -62,6 +108,8 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
         Request::Exec(argv) => commands.push(argv.clone()),
         Request::List => unreachable!("answered above"),
     }
+    audit.commands(&commands);
+    audit.run_tag(&run_tag);
     let confinement = if args.privileged || file.sandbox.privileged {
         Confinement::Privileged
     } else {
@@ -88,6 +136,8 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
         max_time: args.max_time.map(Duration::from_secs),
     };
     let outcome = sandbox::run(&spec)?;
+    audit.outcome(&outcome);
+    audit.views(&views);
     drop(views);
 
     if outcome.oom {
@@ -100,7 +150,9 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
         eprintln!("vzpkg: the run in {ct} took longer than --max-time and was killed");
     }
     let after = backend.installed(&container)?;
-    report(&Changes::between(&before, &after));
+    let changes = Changes::between(&before, &after);
+    report(&changes);
+    audit.changes(&changes);
     if outcome.code != 0 {
         let what = match &request {
             Request::Package(_) => backend.name().to_string(),

@@ -22,13 +22,29 @@ impl ProxyProcess {
     /// Starts a proxy on `cache_dir` with extra command-line `args`; `config` is the text of
     /// its config file (empty for defaults).
     pub fn start(cache_dir: &Path, config: &str, args: &[&str]) -> ProxyProcess {
+        Self::start_with(cache_dir, config, args, Command::new(env!("CARGO_BIN_EXE_vzpkg")))
+    }
+
+    /// The same, in a mount namespace of its own where `etc_apt` is this machine's /etc/apt:
+    /// a proxy that sees the apt sources a test wrote, with no option saying so. Needs root.
+    pub fn start_with_host_apt(cache_dir: &Path, config: &str, args: &[&str], etc_apt: &Path) -> ProxyProcess {
+        crate::util::rootfs::require_root();
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c", r#"mount --bind "$0" /etc/apt && exec "$@""#])
+            .arg(etc_apt)
+            .arg(env!("CARGO_BIN_EXE_vzpkg"));
+        Self::start_with(cache_dir, config, args, command)
+    }
+
+    fn start_with(cache_dir: &Path, config: &str, args: &[&str], mut command: Command) -> ProxyProcess {
         std::fs::create_dir_all(cache_dir).unwrap();
         let config_file = cache_dir.with_extension("toml");
         std::fs::write(&config_file, config).unwrap();
         // Appended to, so a restart on the same cache keeps the earlier run's lines.
         let log = cache_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
+        let mut child = command
             .arg("--config")
             .arg(&config_file)
             .arg("--cache-dir")
