@@ -26,21 +26,32 @@ const MAX_SOURCES: u64 = 1 << 20;
 
 pub struct Apt;
 
-/// The hosts the root's apt sources name (one-line and deb822 files).
+/// Sources files read, and bytes of them in all: a real system has a handful of a few KiB.
+const MAX_SOURCES_FILES: usize = 200;
+const MAX_SOURCES_TOTAL: u64 = 8 << 20;
+/// Distinct hosts kept: each becomes one option on apt's command line.
+const MAX_HOSTS: usize = 256;
+
+/// The hosts the root's apt sources name (one-line and deb822 files), within budgets: the files
+/// are the container's, and may be crafted to cost the host time and memory.
 fn source_hosts(ct: &Container) -> Result<Vec<String>> {
     let mut files = vec!["etc/apt/sources.list".to_string()];
     for suffix in [".list", ".sources"] {
-        files.extend(ct.files_in("etc/apt/sources.list.d", suffix, MAX_LISTS)?);
+        files.extend(ct.files_in("etc/apt/sources.list.d", suffix, MAX_SOURCES_FILES)?);
     }
-    let mut hosts = Vec::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    let mut budget = MAX_SOURCES_TOTAL;
     for file in files {
-        if let Ok(Some(text)) = ct.read(&file, MAX_SOURCES) {
-            hosts.extend(vzpkg_adapters::apt::source_hosts(&String::from_utf8_lossy(&text)));
+        let Ok(Some(text)) = ct.read(&file, MAX_SOURCES.min(budget)) else { continue };
+        budget = budget.saturating_sub(text.len() as u64);
+        for host in vzpkg_adapters::apt::source_hosts(&String::from_utf8_lossy(&text)) {
+            if hosts.len() >= MAX_HOSTS {
+                break;
+            }
+            hosts.insert(host);
         }
     }
-    hosts.sort();
-    hosts.dedup();
-    Ok(hosts)
+    Ok(hosts.into_iter().collect())
 }
 
 impl Apt {

@@ -89,6 +89,9 @@ fn run_recorded(
     let timeout = Duration::from_secs(args.timeout);
     let _lock = audit.refusal(host_lock(&file.state_dir, &container, timeout))?;
     audit.refusal(wait_for_guest_locks(&container, backend.locks(), timeout))?;
+    // Read again under the lock: a command that queued behind another must not report (or
+    // record) the other's changes as its own.
+    let before = backend.installed(&container)?;
 
     let proxy = proxy_addr(&args.proxy)?;
     let views = backend.views(&container, &file.cache_dir)?;

@@ -11,6 +11,9 @@ use anyhow::{bail, Context, Result};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
+/// Socket buffers a run may hold on cgroup v1: apt's downloads over loopback need a few MiB.
+const MAX_TCP_BUFFERS: u64 = 256 << 20;
+
 /// The limits of one run (config `[sandbox]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -82,6 +85,10 @@ impl RunCgroup {
         }
         write(&dirs[0].join("pids.max"), &limits.pids_max.to_string())?;
         write(&dirs[1].join("memory.limit_in_bytes"), &limits.memory_max.to_string())?;
+        // v1 counts socket buffers only under a limit of their own (v2 counts them in
+        // memory.max): without one a guest can queue gigabytes on its own loopback.
+        let tcp = limits.memory_max.min(MAX_TCP_BUFFERS);
+        let _ = std::fs::write(dirs[1].join("memory.kmem.tcp.limit_in_bytes"), tcp.to_string());
         Ok(RunCgroup { version: Version::V1, dirs })
     }
 

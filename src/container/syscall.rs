@@ -67,6 +67,9 @@ pub trait Syscall {
     /// Makes the three descriptors standard input, output and error.
     fn redirect_stdio(&self, fds: [BorrowedFd; 3]) -> io::Result<()>;
     fn bring_loopback_up(&self) -> io::Result<()>;
+    /// Lowers the resource limits whose use is charged to a host user beyond the run's cgroup
+    /// (POSIX message queues), hard limits included.
+    fn limit_resources(&self) -> io::Result<()>;
     /// Limits every capability set, the bounding set included, to `keep`.
     fn limit_capabilities(&self, keep: &[caps::Capability]) -> io::Result<()>;
     fn set_no_new_privs(&self) -> io::Result<()>;
@@ -315,6 +318,11 @@ impl Syscall for Linux {
         Ok(())
     }
 
+    fn limit_resources(&self) -> io::Result<()> {
+        use nix::sys::resource::{setrlimit, Resource};
+        setrlimit(Resource::RLIMIT_MSGQUEUE, 64 << 10, 64 << 10).map_err(io::Error::from)
+    }
+
     fn limit_capabilities(&self, keep: &[caps::Capability]) -> io::Result<()> {
         use caps::CapSet;
         let keep: caps::CapsHashSet = keep.iter().copied().collect();
@@ -381,7 +389,7 @@ pub mod recording {
         }
 
         fn fd(&self) -> OwnedFd {
-            std::fs::File::open("/dev/null").unwrap().into()
+            std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").unwrap().into()
         }
 
         pub fn calls(&self) -> Vec<String> {
@@ -466,6 +474,9 @@ pub mod recording {
         }
         fn bring_loopback_up(&self) -> io::Result<()> {
             self.log("loopback_up".into())
+        }
+        fn limit_resources(&self) -> io::Result<()> {
+            self.log("limit_resources".into())
         }
         fn limit_capabilities(&self, keep: &[caps::Capability]) -> io::Result<()> {
             self.log(format!("limit_capabilities {}", keep.len()))

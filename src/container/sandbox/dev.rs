@@ -31,6 +31,9 @@ pub fn build(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Resu
     for name in DEVICES {
         let node = sys.create_at(dev.as_fd(), name, 0o666).with_context(|| format!("creating /dev/{name}"))?;
         let host = sys.clone_tree(host_dev, name).with_context(|| format!("cloning the host's /dev/{name}"))?;
+        // Read-only bind: the device still reads and writes, but its inode — the host's own —
+        // cannot be chmod'ed or chown'ed (a privileged guest holds CAP_FOWNER).
+        sys.set_mount_attrs(host.as_fd(), attr::RDONLY | attr::NOSUID | attr::NOEXEC, None)?;
         sys.attach(host.as_fd(), node.as_fd()).with_context(|| format!("binding /dev/{name}"))?;
     }
     for (name, target) in LINKS {

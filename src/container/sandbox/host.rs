@@ -120,9 +120,10 @@ impl Streams {
             }
         }
         if self.terminal && std::io::stderr().is_terminal() {
-            // Whatever state the guest left the terminal in (hidden text, colours, no cursor),
-            // vzpkg's own report is seen as written.
-            let _ = std::io::stderr().write_all(b"\x1b[0m\x1b(B\x1b[?25h");
+            // Whatever state the guest left the terminal in (hidden text, colours, no cursor,
+            // another character set, a scroll region, the alternate screen), vzpkg's own report
+            // is seen as written: a soft reset, then what it leaves alone.
+            let _ = std::io::stderr().write_all(b"\x1b[!p\x0f\x1b(B\x1b[0m\x1b[r\x1b[?7h\x1b[?25h\x1b[?1049l\r\n");
         }
         captured
     }

@@ -35,7 +35,6 @@ const KEEP: &[Capability] = &[
     Capability::CAP_SETUID,
     Capability::CAP_SETFCAP,
     Capability::CAP_SYS_CHROOT,
-    Capability::CAP_AUDIT_WRITE,
     Capability::CAP_NET_BIND_SERVICE,
 ];
 
@@ -92,14 +91,19 @@ fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio)
 
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let targets: Vec<&str> = spec.views.iter().map(|v| v.target.as_str()).collect();
-    build_root(sys, trees, &targets)?;
+    build_root(sys, trees, &targets, matches!(spec.confinement, Confinement::Unprivileged(_)))?;
     messages::send(control.as_fd(), &Message::Ready, &[])?;
     Ok(())
 }
 
 /// Attaches the trees (the container root, then one per view target) under a private scratch
 /// tmpfs, mounts /proc, /dev and the views inside the root, and pivots into it.
-pub fn build_root(sys: &impl Syscall, trees: Vec<OwnedFd>, view_targets: &[&str]) -> Result<()> {
+pub fn build_root(
+    sys: &impl Syscall,
+    trees: Vec<OwnedFd>,
+    view_targets: &[&str],
+    own_user_namespace: bool,
+) -> Result<()> {
     if trees.len() != view_targets.len() + 1 {
         bail!("the keeper sent {} trees for {} views", trees.len(), view_targets.len());
     }
@@ -121,7 +125,7 @@ pub fn build_root(sys: &impl Syscall, trees: Vec<OwnedFd>, view_targets: &[&str]
     let place = sys.open_beneath(scratch.as_fd(), "root", dir)?;
     sys.attach(root.as_fd(), place.as_fd()).context("attaching the container root")?;
     // From here `root` is the attached root: every path inside it is resolved from it.
-    procfs::mount(sys, root.as_fd(), host_dev.as_fd())?;
+    procfs::mount(sys, root.as_fd(), host_dev.as_fd(), own_user_namespace)?;
     dev::build(sys, root.as_fd(), host_dev.as_fd())?;
     for (i, (view, target)) in trees.zip(view_targets).enumerate() {
         mount_view(sys, scratch.as_fd(), root.as_fd(), view, target, i)?;
@@ -237,6 +241,7 @@ fn become_command(
         }
         sys.close_fds_except(&[])?;
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        sys.limit_resources()?;
         sys.limit_capabilities(KEEP)?;
         sys.set_no_new_privs()?;
         for program in programs {
@@ -274,7 +279,7 @@ mod tests {
     #[test]
     fn the_root_is_built_before_the_pivot_and_only_from_descriptors() {
         let sys = Recorder::default();
-        build_root(&sys, trees(2), &["var/cache/apt/archives"]).unwrap();
+        build_root(&sys, trees(2), &["var/cache/apt/archives"], true).unwrap();
         let calls = sys.calls();
         // The scratch tmpfs first, the root on it, then /proc and /dev inside, the view last.
         assert!(calls[0].starts_with("open_beneath dev"), "{calls:#?}");
@@ -288,6 +293,13 @@ mod tests {
             sys.position(masked);
         }
         assert!(calls.iter().any(|c| c.starts_with("set_mount_attrs 0xf idmap=false")), "{calls:#?}");
+        // The user namespace's own limits are lowered before /proc/sys becomes read-only.
+        let read_only_sys = calls.iter().position(|c| c == "open_beneath sys").unwrap();
+        assert!(sys.position("open_beneath sys/user/max_inotify_instances") < read_only_sys);
+
+        let privileged = Recorder::default();
+        build_root(&privileged, trees(1), &[], false).unwrap();
+        assert!(!privileged.calls().iter().any(|c| c.contains("sys/user")), "the host's own limits were touched");
         assert_eq!(calls.iter().filter(|c| c.starts_with("create_at")).count(), 6);
         let overlay = &calls[sys.position("new_filesystem overlay")];
         assert!(overlay.contains("lowerdir") && overlay.contains("/proc/self/fd/"), "{overlay}");
@@ -296,14 +308,14 @@ mod tests {
     #[test]
     fn a_tree_count_that_does_not_match_the_views_is_refused() {
         let sys = Recorder::default();
-        assert!(build_root(&sys, trees(1), &["a"]).is_err());
+        assert!(build_root(&sys, trees(1), &["a"], true).is_err());
         assert!(sys.calls().is_empty(), "nothing was mounted");
     }
 
     #[test]
     fn a_failed_mount_stops_the_build_before_the_pivot() {
         let sys = Recorder { fail: Some("new_filesystem proc"), ..Default::default() };
-        assert!(build_root(&sys, trees(1), &[]).is_err());
+        assert!(build_root(&sys, trees(1), &[], true).is_err());
         assert!(!sys.calls().iter().any(|c| c == "pivot_into"));
     }
 

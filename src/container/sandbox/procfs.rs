@@ -4,6 +4,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 
@@ -17,8 +19,16 @@ const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi"];
 /// Made read-only: writing there changes the host's kernel, not the container's.
 const READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
-/// Mounts /proc inside `root`; `host_dev` is the host's /dev, for its null device.
-pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Result<()> {
+/// Per-user kernel budgets of the sandbox's user namespace, set low: what the guest uses is
+/// also charged to the namespace's owner on the host, so without them one guest could use up
+/// host root's inotify instances and watches.
+const USER_NAMESPACE_LIMITS: &[(&str, &str)] =
+    &[("sys/user/max_inotify_instances", "32"), ("sys/user/max_inotify_watches", "16384")];
+
+/// Mounts /proc inside `root`; `host_dev` is the host's /dev, for its null device. With
+/// `own_user_namespace` the namespace's per-user limits are lowered before /proc/sys is made
+/// read-only (in the host's user namespace they are the host's own, and left alone).
+pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd, own_user_namespace: bool) -> Result<()> {
     let target = sys
         .open_beneath(root, "proc", OFlag::O_PATH | OFlag::O_DIRECTORY)
         .context("the container root has no /proc directory")?;
@@ -28,6 +38,7 @@ pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Resu
     for name in MASKED_FILES {
         let Some(file) = existing(sys, proc.as_fd(), name)? else { continue };
         let null = sys.clone_tree(host_dev, "null").context("cloning /dev/null")?;
+        sys.set_mount_attrs(null.as_fd(), attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC, None)?;
         sys.attach(null.as_fd(), file.as_fd()).with_context(|| format!("masking /proc/{name}"))?;
     }
     for name in MASKED_DIRS {
@@ -38,6 +49,17 @@ pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd) -> Resu
             attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC,
         )?;
         sys.attach(empty.as_fd(), dir.as_fd()).with_context(|| format!("masking /proc/{name}"))?;
+    }
+    if own_user_namespace {
+        for (name, value) in USER_NAMESPACE_LIMITS {
+            match sys.open_beneath(proc.as_fd(), name, OFlag::O_WRONLY) {
+                Ok(file) => std::fs::File::from(file)
+                    .write_all(value.as_bytes())
+                    .with_context(|| format!("setting /proc/{name}"))?,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e).with_context(|| format!("opening /proc/{name}")),
+            }
+        }
     }
     for name in READ_ONLY {
         let Some(place) = existing(sys, proc.as_fd(), name)? else { continue };
