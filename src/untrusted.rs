@@ -2,6 +2,13 @@
 //! to the operator: bounded, and with every control character escaped, so no terminal escape
 //! sequence a container wrote reaches the operator's terminal.
 
+/// Controls, line separators, and the bidirectional overrides that make text display in another
+/// order than it is.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `text` cut to `max` characters (marked with `…`), control characters as `\x1b`-style escapes.
 pub fn printable(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
@@ -10,10 +17,7 @@ pub fn printable(text: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        // Controls, line separators, and the bidirectional overrides that make text display
-        // in another order than it is.
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || bidi {
+        if is_unsafe(c) {
             out.push_str(&c.escape_unicode().to_string().replacen("\\u{", "\\x{", 1));
         } else {
             out.push(c);
@@ -23,13 +27,14 @@ pub fn printable(text: &str, max: usize) -> String {
 }
 
 /// A JSON value as one line of text in which no control character appears raw: serde_json
-/// escapes C0 controls but not DEL, C1 controls (`\u{9b}` is CSI to some terminals) or the
-/// Unicode line separators, which can only occur inside strings and are escaped here.
+/// escapes C0 controls but not DEL, C1 controls (`\u{9b}` is CSI to some terminals), the
+/// Unicode line separators or bidi overrides, which can only occur inside strings and are
+/// escaped here.
 pub fn json_text(value: &serde_json::Value) -> String {
     let text = value.to_string();
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+        if is_unsafe(c) {
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
             out.push(c);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::repo::{deb_index, deb_repo, Pkg};
+use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::{run, vzpkg, ProxyProcess, Upstream};
 
@@ -122,14 +122,9 @@ fn audit_lists_each_containers_changes_users_exit_status_refusals_and_bytes() {
     setup.ok("install", &[&ct2, "vzt-gamma"]);
     setup.ok("remove", &[&ct1, "vzt-gamma"]);
     // A newer alpha upstream: update, then upgrade.
+    // Added to the pool, which is indexed anew.
     let repo = setup.upstream.root.join("debian");
-    deb_repo(&tmp.path().join("newer"), &[Pkg::new("vzt-alpha", "1.1", 310_000).depends("vzt-beta")]);
-    std::fs::copy(
-        tmp.path().join("newer/pool/main/vzt-alpha_1.1_all.deb"),
-        repo.join("pool/main/vzt-alpha_1.1_all.deb"),
-    )
-    .unwrap();
-    deb_index(&repo);
+    deb_repo(&repo, &[Pkg::new("vzt-alpha", "1.1", 310_000).depends("vzt-beta")]);
     setup.ok("update", &[&ct1]);
     setup.ok("upgrade", &[&ct1]);
 

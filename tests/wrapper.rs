@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::repo::{deb_index, deb_repo, Pkg};
+use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::{counter, vzpkg, ProxyProcess, Upstream};
 
@@ -97,14 +97,8 @@ fn install_remove_upgrade_update_and_list_in_a_debian_root() {
     assert_eq!(root.installed_version("vzt-gamma"), None);
 
     // The repository gains a newer alpha: update, then upgrade.
-    let repo = setup.upstream.root.join("debian");
-    deb_repo(&tmp.path().join("newer"), &[Pkg::new("vzt-alpha", "1.1", 310_000).depends("vzt-beta")]);
-    std::fs::copy(
-        tmp.path().join("newer/pool/main/vzt-alpha_1.1_all.deb"),
-        repo.join("pool/main/vzt-alpha_1.1_all.deb"),
-    )
-    .unwrap();
-    deb_index(&repo);
+    // Added to the pool, which is indexed anew.
+    deb_repo(&setup.upstream.root.join("debian"), &[Pkg::new("vzt-alpha", "1.1", 310_000).depends("vzt-beta")]);
     setup.ok("update", &[&ct]);
     let out = setup.ok("upgrade", &[&ct]);
     assert!(out.contains("changed vzt-alpha:all 1.0 -> 1.1"), "{out}");

@@ -61,11 +61,10 @@ fn run_recorded(
     audit.container(&container);
     let backend = backend::detect(&container)?;
     audit.backend(backend.name());
-    let before = backend.installed(&container)?;
     if let Request::List = request {
         // Written, not println!'d: `vzpkg list CT | head` must end quietly on a closed pipe.
         let mut out = std::io::stdout().lock();
-        for p in &before {
+        for p in &backend.installed(&container)? {
             if args.json {
                 let line = serde_json::json!({
                     "name": audit::bounded(&p.name, audit::MAX_NAME),
@@ -89,8 +88,8 @@ fn run_recorded(
     let timeout = Duration::from_secs(args.timeout);
     let _lock = audit.refusal(host_lock(&file.state_dir, &container, timeout))?;
     audit.refusal(wait_for_guest_locks(&container, backend.locks(), timeout))?;
-    // Read again under the lock: a command that queued behind another must not report (or
-    // record) the other's changes as its own.
+    // Read under the lock: a command that queued behind another must not report (or record)
+    // the other's changes as its own.
     let before = backend.installed(&container)?;
 
     let proxy = proxy_addr(&args.proxy)?;
