@@ -4,10 +4,11 @@
 //! the adapters crate; one file per manager.
 
 pub mod apt;
+pub mod dnf;
 pub mod view;
 
 use anyhow::{bail, Result};
-pub use vzpkg_adapters::apt::dpkg::{Changes, Installed, Operation};
+pub use vzpkg_adapters::installed::{Changes, Installed, Operation};
 
 use crate::container::Container;
 use view::ViewDir;
@@ -22,10 +23,25 @@ pub struct View {
 pub trait Backend {
     /// The package manager's name, for messages.
     fn name(&self) -> &'static str;
-    /// The installed packages, from the container's own database (bounded reads).
-    fn installed(&self, ct: &Container) -> Result<Vec<Installed>>;
+    /// The installed packages read on the host from the container's own database (bounded
+    /// reads), or `None` when only the package manager's own tools read it: then
+    /// [`Backend::query`] runs inside the sandbox and [`Backend::parse_query`] reads its output.
+    fn installed(&self, ct: &Container) -> Result<Option<Vec<Installed>>>;
+    /// The command that prints the installed set inside the container.
+    fn query(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The installed set from [`Backend::query`]'s output (the guest's words: untrusted).
+    fn parse_query(&self, _output: &[u8]) -> Vec<Installed> {
+        Vec::new()
+    }
     /// Lock files inside the root that the package manager takes; probed, never deleted.
     fn locks(&self) -> &'static [&'static str];
+    /// Leftovers of a crashed run that the package manager cannot clear itself, removed when
+    /// nothing holds them (after the locks were waited for); what was done, to say and record.
+    fn clear_stale(&self, _ct: &Container) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// A command to run first when the database shows an interrupted run, and why.
     fn repair(&self, ct: &Container) -> Result<Option<(&'static str, Vec<String>)>>;
     /// The views of the shared cache this run should see.
@@ -44,13 +60,28 @@ pub trait Backend {
     fn env(&self, assume_yes: bool, interactive: bool, proxy: &str) -> Vec<(String, String)>;
 }
 
-/// The backend for what the root contains.
-pub fn detect(ct: &Container) -> Result<Box<dyn Backend>> {
+/// Backend names `--backend` takes.
+pub const NAMES: &[&str] = &["apt", "dnf", "dnf5", "yum"];
+
+/// The backend the operator named, or the one for what the root contains: apt where dpkg's
+/// database is (a Debian root with rpm tools installed is still a Debian root), else dnf, dnf5
+/// or yum, whichever the root has.
+pub fn detect(ct: &Container, named: Option<&str>) -> Result<Box<dyn Backend>> {
+    match named {
+        Some("apt") => return Ok(Box::new(apt::Apt)),
+        Some(name @ ("dnf" | "dnf5" | "yum")) => return Ok(Box::new(dnf::Dnf::named(ct, name)?)),
+        Some(other) => bail!("unknown backend {other:?}: use one of {}", NAMES.join(", ")),
+        None => {}
+    }
     if apt::Apt::detect(ct)? {
         return Ok(Box::new(apt::Apt));
     }
+    if let Some(dnf) = dnf::Dnf::detect(ct)? {
+        return Ok(Box::new(dnf));
+    }
     bail!(
-        "container root {} has no dpkg database (/{}): only apt/dpkg containers are supported so far",
+        "container root {} has neither a dpkg database (/{}) nor dnf or yum (/usr/bin/dnf, /usr/bin/dnf5, \
+         /usr/bin/yum): vzpkg cannot tell which package manager it uses; name one with --backend",
         ct.show(""),
         vzpkg_adapters::apt::dpkg::STATUS
     )

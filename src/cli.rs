@@ -75,6 +75,10 @@ pub enum Command {
         /// One JSON object per line instead of tab-separated columns
         #[arg(long)]
         json: bool,
+        /// The container's package manager (apt, dnf, dnf5, yum) when the root's contents do
+        /// not tell it
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
     },
     /// Run a command in the same sandbox (debugging, scripts)
     Exec {
@@ -164,6 +168,10 @@ pub struct WrapperArgs {
     /// the masked /proc and the cgroup still apply); see README
     #[arg(long)]
     pub privileged: bool,
+    /// The container's package manager (apt, dnf, dnf5, yum) when the root's contents do not
+    /// tell it
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
     /// JSON output (`list --json`).
     #[arg(skip)]
     pub json: bool,

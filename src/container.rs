@@ -121,20 +121,36 @@ impl Container {
         }
     }
 
+    /// Whether `rel` exists inside the root (as anything; symlinks resolved in the root).
+    pub fn exists(&self, rel: &str) -> Result<bool> {
+        match self.open_in(rel, OFlag::O_PATH) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("looking for {}", self.show(rel))),
+        }
+    }
+
     /// Names (relative to the root) of the entries of directory `rel` ending in `suffix`, at
     /// most `max` of them.
     pub fn files_in(&self, rel: &str, suffix: &str, max: usize) -> Result<Vec<String>> {
+        let names = self.names_in(rel, max, |name| name.ends_with(suffix))?;
+        Ok(names.into_iter().map(|name| format!("{}/{name}", rel.trim_end_matches('/'))).collect())
+    }
+
+    /// The names of the entries of directory `rel` that `keep` accepts, sorted, at most `max`
+    /// of them; none when it does not exist.
+    pub fn names_in(&self, rel: &str, max: usize, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         let fd = match self.open_in(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
             Ok(fd) => fd,
-            Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("opening {}", self.show(rel))),
         };
         let listing = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let mut names = Vec::new();
         for entry in std::fs::read_dir(listing).with_context(|| format!("listing {}", self.show(rel)))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            if name.ends_with(suffix) && !name.contains('/') {
-                names.push(format!("{}/{name}", rel.trim_end_matches('/')));
+            if keep(&name) && !name.contains('/') {
+                names.push(name);
                 if names.len() >= max {
                     break;
                 }

@@ -6,6 +6,7 @@
 pub mod apt;
 pub mod armor;
 pub mod compress;
+pub mod installed;
 pub mod rpm;
 
 /// Why an index could not be read.
@@ -86,7 +87,8 @@ pub fn classify(path: &str) -> FileKind {
 }
 
 /// The last segment of a URL path.
-fn file_name(path: &str) -> &str {
+/// The last component of a `/`-separated path.
+pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 

@@ -1,6 +1,7 @@
 //! rpm repositories (dnf, yum, zypper): which paths are packages or repository metadata, and
 //! which hosts a `.repo` file names.
 
+pub mod dnf;
 pub mod primary;
 pub mod repomd;
 

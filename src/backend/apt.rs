@@ -69,8 +69,8 @@ impl Backend for Apt {
         "apt"
     }
 
-    fn installed(&self, ct: &Container) -> Result<Vec<Installed>> {
-        Ok(dpkg::installed(&ct.read(dpkg::STATUS, MAX_STATUS)?.unwrap_or_default()))
+    fn installed(&self, ct: &Container) -> Result<Option<Vec<Installed>>> {
+        Ok(Some(dpkg::installed(&ct.read(dpkg::STATUS, MAX_STATUS)?.unwrap_or_default())))
     }
 
     fn locks(&self) -> &'static [&'static str] {

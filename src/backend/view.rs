@@ -34,7 +34,10 @@ impl ViewDir {
         std::fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
         std::fs::set_permissions(&views, std::fs::Permissions::from_mode(0o700))?;
         remove_stale_views(&views);
-        let path = views.join(format!("run-{}-{}", std::process::id(), crate::commands::now_millis()));
+        // A run may make several views (one per repository), within one millisecond.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = views.join(format!("run-{}-{}-{made}", std::process::id(), crate::commands::now_millis()));
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         // Readable by the sandbox's unprivileged root when the view cannot be idmapped.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;

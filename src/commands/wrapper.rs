@@ -15,7 +15,7 @@ use crate::cli::WrapperArgs;
 use crate::config::FileConfig;
 use crate::container::idmap::IdRange;
 use crate::container::locks::{host_lock, wait_for_guest_locks};
-use crate::container::sandbox::{self, Confinement, Spec, ViewMount, RELAY_PORT};
+use crate::container::sandbox::{self, Confinement, GuestCommand, Spec, ViewMount, RELAY_PORT};
 use crate::container::Container;
 use crate::untrusted::printable;
 
@@ -59,85 +59,93 @@ fn run_recorded(
 ) -> Result<i32> {
     let container = Container::resolve(ct, &file.containers)?;
     audit.container(&container);
-    let backend = backend::detect(&container)?;
+    let backend = backend::detect(&container, args.backend.as_deref())?;
     audit.backend(backend.name());
-    if let Request::List = request {
-        // Written, not println!'d: `vzpkg list CT | head` must end quietly on a closed pipe.
-        let mut out = std::io::stdout().lock();
-        for p in &backend.installed(&container)? {
-            if args.json {
-                let line = serde_json::json!({
-                    "name": audit::bounded(&p.name, audit::MAX_NAME),
-                    "version": audit::bounded(&p.version, audit::MAX_VERSION),
-                    "arch": audit::bounded(&p.arch, audit::MAX_ARCH),
-                });
-                writeln!(out, "{}", crate::untrusted::json_text(&line))?;
-            } else {
-                writeln!(
-                    out,
-                    "{}\t{}\t{}",
-                    printable(&p.name, 256),
-                    printable(&p.version, 256),
-                    printable(&p.arch, 64)
-                )?;
-            }
-        }
-        out.flush()?;
-        return Ok(0);
-    }
-    let timeout = Duration::from_secs(args.timeout);
-    let _lock = audit.refusal(host_lock(&file.state_dir, &container, timeout))?;
-    audit.refusal(wait_for_guest_locks(&container, backend.locks(), timeout))?;
-    // Read under the lock: a command that queued behind another must not report (or record)
-    // the other's changes as its own.
-    let before = backend.installed(&container)?;
-
     let proxy = proxy_addr(&args.proxy)?;
-    let views = backend.views(&container, &file.cache_dir)?;
-    let run_tag =
-        format!("vzpkg/{} run/{}-{}", env!("CARGO_PKG_VERSION"), std::process::id(), crate::commands::now_millis());
-    let mut commands = Vec::new();
-    if let Some((why, command)) = backend.repair(&container)? {
-        eprintln!("vzpkg: {why} in {ct}; running {} first", command.join(" "));
-        audit.lock_action(format!("{why}: ran {}", command.join(" ")));
-        commands.push(command);
-    }
-    let inside_proxy = format!("http://127.0.0.1:{RELAY_PORT}");
-    match &request {
-        Request::Package(op) => {
-            commands.push(backend.command(&container, op, args.assume_yes, &inside_proxy, &run_tag)?)
-        }
-        Request::Exec(argv) => commands.push(argv.clone()),
-        Request::List => unreachable!("answered above"),
-    }
-    audit.commands(&commands);
-    audit.run_tag(&run_tag);
     let confinement = if args.privileged || file.sandbox.privileged {
         Confinement::Privileged
     } else {
         Confinement::Unprivileged(IdRange::resolve(file.sandbox.id_base)?)
     };
+    let sandbox = |commands: Vec<GuestCommand>, views: &[backend::View], env: Vec<(String, String)>, pty: bool| {
+        let spec = Spec {
+            name: ct,
+            kind: container.kind,
+            root: &container.root,
+            confinement,
+            views: views.iter().map(|v| ViewMount { source: v.dir.fd(), target: v.target.clone() }).collect(),
+            commands,
+            env,
+            proxy,
+            pty,
+            limits: file.sandbox.limits(),
+            max_time: args.max_time.map(Duration::from_secs),
+        };
+        sandbox::run(&spec)
+    };
+    let inside_proxy = format!("http://127.0.0.1:{RELAY_PORT}");
+    if let Request::List = request {
+        let installed = match backend.installed(&container)? {
+            Some(installed) => installed,
+            None => {
+                // The sandbox runs once per vzpkg process: a list that needs one is all it does.
+                let outcome = sandbox(vec![GuestCommand::query(backend.query())], &[], backend.env(true, false, &inside_proxy), false)?;
+                match outcome.queries.first() {
+                    Some(Some(output)) => backend.parse_query(output),
+                    _ => bail!("{} in {ct} could not list its packages (exit status {})", backend.query()[0], outcome.code),
+                }
+            }
+        };
+        print_list(&installed, args.json)?;
+        return Ok(0);
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let _lock = audit.refusal(host_lock(&file.state_dir, &container, timeout))?;
+    audit.refusal(wait_for_guest_locks(&container, backend.locks(), timeout))?;
+    if let Some(done) = audit.refusal(backend.clear_stale(&container))? {
+        eprintln!("vzpkg: {ct}: {done}");
+        audit.lock_action(done);
+    }
+    // Read under the lock: a command that queued behind another must not report (or record)
+    // the other's changes as its own. A backend whose database only its own tools read lists
+    // it from inside the run, before and after.
+    let read_before = backend.installed(&container)?;
+
+    let views = backend.views(&container, &file.cache_dir)?;
+    let run_tag =
+        format!("vzpkg/{} run/{}-{}", env!("CARGO_PKG_VERSION"), std::process::id(), crate::commands::now_millis());
+    let mut commands = Vec::new();
+    if read_before.is_none() {
+        commands.push(GuestCommand::query(backend.query()));
+    }
+    if let Some((why, command)) = backend.repair(&container)? {
+        eprintln!("vzpkg: {why} in {ct}; running {} first", command.join(" "));
+        audit.lock_action(format!("{why}: ran {}", command.join(" ")));
+        commands.push(GuestCommand::run(command));
+    }
+    match &request {
+        Request::Package(op) => commands.push(GuestCommand::run(backend.command(
+            &container,
+            op,
+            args.assume_yes,
+            &inside_proxy,
+            &run_tag,
+        )?)),
+        Request::Exec(argv) => commands.push(GuestCommand::run(argv.clone())),
+        Request::List => unreachable!("answered above"),
+    }
+    if read_before.is_none() {
+        commands.push(GuestCommand::query(backend.query()));
+    }
+    audit.commands(&commands.iter().map(|c| c.argv.clone()).collect::<Vec<_>>());
+    audit.run_tag(&run_tag);
     let terminal = [std::io::stdin().is_terminal(), std::io::stdout().is_terminal(), std::io::stderr().is_terminal()];
     let mut env = backend.env(args.assume_yes, terminal[0], &inside_proxy);
     if let Ok(term) = std::env::var("TERM") {
         env.push(("TERM".to_string(), term));
     }
-    let spec = Spec {
-        name: ct,
-        kind: container.kind,
-        root: &container.root,
-        confinement,
-        views: views.iter().map(|v| ViewMount { source: v.dir.fd(), target: v.target.clone() }).collect(),
-        commands,
-        env,
-        proxy,
-        // Any terminal of the operator's is kept from the guest: it gets a pty of its own.
-        pty: terminal.iter().any(|&t| t),
-        capture: false,
-        limits: file.sandbox.limits(),
-        max_time: args.max_time.map(Duration::from_secs),
-    };
-    let outcome = sandbox::run(&spec)?;
+    // Any terminal of the operator's is kept from the guest: it gets a pty of its own.
+    let outcome = sandbox(commands, &views, env, terminal.iter().any(|&t| t))?;
     audit.outcome(&outcome);
     audit.views(&views);
     drop(views);
@@ -151,10 +159,24 @@ fn run_recorded(
     if outcome.timed_out {
         eprintln!("vzpkg: the run in {ct} took longer than --max-time and was killed");
     }
-    let after = backend.installed(&container)?;
-    let changes = Changes::between(&before, &after);
-    report(&changes);
-    audit.changes(&changes);
+    let (before, after) = match read_before {
+        Some(before) => (Some(before), backend.installed(&container)?),
+        None => {
+            let mut queried = outcome.queries.iter().map(|q| q.as_deref().map(|out| backend.parse_query(out)));
+            (queried.next().flatten(), queried.next().flatten())
+        }
+    };
+    match (before, after) {
+        (Some(before), Some(after)) => {
+            let changes = Changes::between(&before, &after);
+            report(&changes);
+            audit.changes(&changes);
+        }
+        _ => eprintln!(
+            "vzpkg: the installed set of {ct} could not be read ({} failed): what changed is unknown",
+            backend.query().join(" ")
+        ),
+    }
     if outcome.code != 0 {
         let what = match &request {
             Request::Package(_) => backend.name().to_string(),
@@ -163,6 +185,26 @@ fn run_recorded(
         eprintln!("vzpkg: {what} in {ct} failed with exit status {}", outcome.code);
     }
     Ok(outcome.code)
+}
+
+/// `vzpkg list`'s output: a line (or a JSON object) per package. Written, not println!'d:
+/// `vzpkg list CT | head` must end quietly on a closed pipe.
+fn print_list(installed: &[Installed], json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for p in installed {
+        if json {
+            let line = serde_json::json!({
+                "name": audit::bounded(&p.name, audit::MAX_NAME),
+                "version": audit::bounded(&p.version, audit::MAX_VERSION),
+                "arch": audit::bounded(&p.arch, audit::MAX_ARCH),
+            });
+            writeln!(out, "{}", crate::untrusted::json_text(&line))?;
+        } else {
+            writeln!(out, "{}\t{}\t{}", printable(&p.name, 256), printable(&p.version, 256), printable(&p.arch, 64))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn proxy_addr(url: &str) -> Result<SocketAddr> {

@@ -77,7 +77,7 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
             if let Some(pid) = holder(container, rel)? {
                 let waited = started.elapsed();
                 if waited >= timeout {
-                    let who = if pid > 0 { format!("pid {pid}") } else { "a process".to_string() };
+                    let who = if pid > 0 { format!("pid {pid} ({})", process_name(pid)) } else { "a process".to_string() };
                     bail!(
                         "package manager lock /{rel} held by {who} in the container for {} s: wait for it to finish or stop it, then retry (or raise --timeout)",
                         waited.as_secs()
@@ -85,8 +85,9 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
                 }
                 if !told {
                     eprintln!(
-                        "vzpkg: /{rel} in {} is held by pid {pid}; waiting up to {} s",
+                        "vzpkg: /{rel} in {} is held by pid {pid} ({}); waiting up to {} s",
                         container.name,
+                        process_name(pid),
                         timeout.as_secs()
                     );
                     told = true;
@@ -97,4 +98,30 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
         }
         return Ok(());
     }
+}
+
+/// A process's command name as the operator should read it (the guest chose it).
+pub fn process_name(pid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_else(|_| "gone".to_string());
+    crate::untrusted::printable(comm.trim_end(), 64)
+}
+
+/// Processes that have one of `files` (device, inode) open or mapped, with their names: read
+/// from the host's /proc, so every container's processes are seen.
+pub fn users_of(files: &[(u64, u64)]) -> Vec<(i32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut users = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return users };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let uses = ["fd", "map_files"].iter().any(|sub| {
+            let Ok(links) = std::fs::read_dir(format!("/proc/{pid}/{sub}")) else { return false };
+            // `metadata` follows the magic link to the open file itself, wherever it lives.
+            links.flatten().any(|l| l.path().metadata().is_ok_and(|m| files.contains(&(m.dev(), m.ino()))))
+        });
+        if uses {
+            users.push((pid, process_name(pid)));
+        }
+    }
+    users
 }

@@ -62,15 +62,13 @@ pub struct Spec<'a> {
     pub root: &'a OwnedFd,
     pub confinement: Confinement,
     pub views: Vec<ViewMount<'a>>,
-    /// Commands run in order inside the root; the first that fails ends the run.
-    pub commands: Vec<Vec<String>>,
+    /// Commands run in order inside the root; after one fails only queries still run.
+    pub commands: Vec<GuestCommand>,
     pub env: Vec<(String, String)>,
     /// Where the relay on the sandbox's loopback leads.
     pub proxy: SocketAddr,
     /// Give the commands a pty of their own (vzpkg runs on a terminal).
     pub pty: bool,
-    /// Capture the commands' standard output instead of passing it through.
-    pub capture: bool,
     pub limits: Limits,
     /// Kill the run after this long.
     pub max_time: Option<Duration>,
@@ -85,27 +83,53 @@ pub struct Outcome {
     pub oom: bool,
     /// The run was killed for going over `max_time`.
     pub timed_out: bool,
-    /// Standard output, when captured (at most [`MAX_CAPTURE`] bytes). Read by backends whose
-    /// installed set only a command inside can tell (rpm's, next).
-    #[allow(dead_code)]
-    pub output: Vec<u8>,
+    /// Each query's standard output (at most [`MAX_CAPTURE`] bytes), in order; `None` for a
+    /// query that failed or did not run. Untrusted: the guest's programs wrote it.
+    pub queries: Vec<Option<Vec<u8>>>,
+}
+
+/// One command of a run.
+#[derive(Debug, Clone)]
+pub struct GuestCommand {
+    pub argv: Vec<String>,
+    /// A query of the installed set: its standard output is captured, not shown, and it runs
+    /// even after a failed command (the set after a failed run is still worth knowing).
+    pub query: bool,
+}
+
+impl GuestCommand {
+    pub fn run(argv: Vec<String>) -> GuestCommand {
+        GuestCommand { argv, query: false }
+    }
+
+    pub fn query(argv: Vec<String>) -> GuestCommand {
+        GuestCommand { argv, query: true }
+    }
 }
 
 /// The guest's standard streams: never a descriptor of the host's own (the operator's terminal
 /// or log file), only ends of something the host side copies.
-pub enum GuestStdio {
+pub struct GuestStdio {
+    pub streams: GuestStreams,
+    /// Write ends of one pipe per query command, which gets it as its standard output.
+    pub captures: Vec<OwnedFd>,
+}
+
+pub enum GuestStreams {
     /// The slave side of a pty of the sandbox's own.
     Terminal(OwnedFd),
-    /// stdin, stdout and stderr: pipes whose other ends the host side feeds, copies or captures.
+    /// stdin, stdout and stderr: pipes whose other ends the host side feeds or copies.
     Pipes([OwnedFd; 3]),
 }
 
 impl GuestStdio {
     fn raw_fds(&self) -> Vec<RawFd> {
-        match self {
-            GuestStdio::Terminal(fd) => vec![fd.as_raw_fd()],
-            GuestStdio::Pipes(fds) => fds.iter().map(|f| f.as_raw_fd()).collect(),
-        }
+        let mut fds = match &self.streams {
+            GuestStreams::Terminal(fd) => vec![fd.as_raw_fd()],
+            GuestStreams::Pipes(fds) => fds.iter().map(|f| f.as_raw_fd()).collect(),
+        };
+        fds.extend(self.captures.iter().map(|f| f.as_raw_fd()));
+        fds
     }
 }
 

@@ -14,7 +14,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use super::messages::{self, Message};
-use super::{keeper, GuestStdio, Outcome, Spec, MAX_CAPTURE};
+use super::{keeper, GuestStdio, GuestStreams, Outcome, Spec, MAX_CAPTURE};
 use crate::container::cgroup::RunCgroup;
 use crate::container::syscall::assert_single_threaded;
 use crate::container::{relay, terminal};
@@ -24,15 +24,22 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     let run_name = format!("run-{}-{}", std::process::id(), crate::commands::now_millis());
     let cgroup = RunCgroup::create(&run_name, &spec.limits).context("creating the run's cgroup")?;
     let (host_end, keeper_end) = messages::pair().context("creating the sandbox's control socket")?;
-    let (guest, host_side) = if spec.pty {
+    let (streams, host_side) = if spec.pty {
         let pty = terminal::open()?;
-        (GuestStdio::Terminal(pty.slave), HostStdio::Terminal(pty.master))
+        (GuestStreams::Terminal(pty.slave), HostStdio::Terminal(pty.master))
     } else {
         let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (stdout_r, stdout_w) = pipe2(OFlag::O_CLOEXEC)?;
         let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC)?;
-        (GuestStdio::Pipes([stdin_r, stdout_w, stderr_w]), HostStdio::Pipes([stdin_w, stdout_r, stderr_r]))
+        (GuestStreams::Pipes([stdin_r, stdout_w, stderr_w]), HostStdio::Pipes([stdin_w, stdout_r, stderr_r]))
     };
+    let (mut captures, mut captured) = (Vec::new(), Vec::new());
+    for _ in spec.commands.iter().filter(|c| c.query) {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        captures.push(write);
+        captured.push(read);
+    }
+    let guest = GuestStdio { streams, captures };
 
     assert_single_threaded();
     // SAFETY: no thread exists (checked above), so the child may do anything the parent could.
@@ -44,7 +51,12 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
         ForkResult::Parent { child } => child,
     };
     drop((keeper_end, guest));
-    let streams = host_side.serve(spec.capture);
+    let streams = host_side.serve();
+    let captured: Vec<JoinHandle<Vec<u8>>> = captured
+        .into_iter()
+        .map(|read| std::thread::spawn(move || copy_out(read, Some(MAX_CAPTURE), &mut std::io::sink())))
+        .collect();
+    let mut query_codes = vec![None; captured.len()];
 
     let mut failed = None;
     let mut ended = None;
@@ -56,20 +68,33 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             }
             Message::Ready | Message::Trees => {}
             Message::Failed(text) => failed = Some(text),
+            Message::Queried { index, code } => {
+                if let Some(slot) = query_codes.get_mut(index as usize) {
+                    *slot = Some(code);
+                }
+            }
             Message::Exited { code, oom, timed_out } => ended = Some((code, oom, timed_out)),
         }
     }
     let _ = waitpid(keeper, None);
     cgroup.kill_and_remove();
     // Everything the guest wrote is out before vzpkg says anything more.
-    let output = streams.finish();
+    streams.finish();
+    let queries = captured
+        .into_iter()
+        .zip(query_codes)
+        .map(|(copy, code)| {
+            let bytes = copy.join().unwrap_or_default();
+            (code == Some(0)).then_some(bytes)
+        })
+        .collect();
     if let Some(text) = failed {
         return Err(anyhow!("{text}")).context(format!("setting up the sandbox for {}", spec.name));
     }
     let Some((code, oom, timed_out)) = ended else {
         bail!("the sandbox's keeper for {} ended without a word", spec.name);
     };
-    Ok(Outcome { code, oom, timed_out, output })
+    Ok(Outcome { code, oom, timed_out, queries })
 }
 
 /// The host's ends of the guest's standard streams.
@@ -87,7 +112,7 @@ struct Streams {
 }
 
 impl HostStdio {
-    fn serve(self, capture: bool) -> Streams {
+    fn serve(self) -> Streams {
         match self {
             HostStdio::Terminal(master) => {
                 let raw = terminal::RawMode::enter();
@@ -99,9 +124,7 @@ impl HostStdio {
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::fs::File::from(stdin));
                 });
-                let out = std::thread::spawn(move || {
-                    copy_out(stdout, capture.then_some(MAX_CAPTURE), &mut std::io::stdout())
-                });
+                let out = std::thread::spawn(move || copy_out(stdout, None, &mut std::io::stdout()));
                 let err = std::thread::spawn(move || copy_out(stderr, None, &mut std::io::stderr()));
                 Streams { _raw: None, copies: vec![out, err], terminal: false }
             }
@@ -110,14 +133,10 @@ impl HostStdio {
 }
 
 impl Streams {
-    /// Waits for the guest's output to end; the captured part of stdout.
-    fn finish(self) -> Vec<u8> {
-        let mut captured = Vec::new();
-        for (i, copy) in self.copies.into_iter().enumerate() {
-            let bytes = copy.join().unwrap_or_default();
-            if i == 0 {
-                captured = bytes;
-            }
+    /// Waits for the guest's output to end.
+    fn finish(self) {
+        for copy in self.copies {
+            let _ = copy.join();
         }
         if self.terminal && std::io::stderr().is_terminal() {
             // Whatever state the guest left the terminal in (hidden text, colours, no cursor,
@@ -125,7 +144,6 @@ impl Streams {
             // is seen as written: a soft reset, then what it leaves alone.
             let _ = std::io::stderr().write_all(b"\x1b[!p\x0f\x1b(B\x1b[0m\x1b[r\x1b[?7h\x1b[?25h\x1b[?1049l\r\n");
         }
-        captured
     }
 }
 

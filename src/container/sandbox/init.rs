@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::messages::{self, Message};
-use super::{dev, procfs, Confinement, GuestStdio, Spec, RELAY_PORT};
+use super::{dev, procfs, Confinement, GuestStdio, GuestStreams, Spec, RELAY_PORT};
 use crate::container::seccomp;
 use crate::container::syscall::{assert_single_threaded, attr, Linux, Syscall};
 
@@ -42,10 +42,7 @@ const KEEP: &[Capability] = &[
 pub fn run(spec: &Spec, control: OwnedFd, stdio: GuestStdio) -> ! {
     let sys = Linux;
     let code = match start(&sys, spec, &control, &stdio) {
-        Ok(()) => {
-            drop(control);
-            run_commands(&sys, spec, &stdio)
-        }
+        Ok(()) => run_commands(&sys, spec, &control, &stdio),
         Err(e) => {
             let _ = messages::send(control.as_fd(), &Message::Failed(format!("{e:#}")), &[]);
             125
@@ -165,10 +162,13 @@ fn mount_view(
     Ok(())
 }
 
-/// Runs the commands in order; the status of the last that ran.
-fn run_commands(sys: &impl Syscall, spec: &Spec, stdio: &GuestStdio) -> i32 {
+/// Runs the commands in order, and after a failure only the queries; reports each query's
+/// status to the host. The status of the first command that failed, or 0.
+fn run_commands(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio) -> i32 {
     let prepared = (|| -> Result<_> {
-        sys.close_fds_except(&stdio.raw_fds())?;
+        let mut keep = stdio.raw_fds();
+        keep.push(control.as_raw_fd());
+        sys.close_fds_except(&keep)?;
         let env = spec
             .env
             .iter()
@@ -183,32 +183,53 @@ fn run_commands(sys: &impl Syscall, spec: &Spec, stdio: &GuestStdio) -> i32 {
             return 125;
         }
     };
-    let mut last = 0;
-    for argv in &spec.commands {
-        let Ok(shell) = shell_argv(argv) else {
-            let _ = writeln!(std::io::stderr(), "vzpkg: NUL in an argument of {argv:?}");
-            return 125;
-        };
-        assert_single_threaded();
-        // SAFETY: pid 1 is single-threaded (checked); the child only sets itself up and execs.
-        last = match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
-                let err = become_command(sys, stdio, &programs, &shell, &env);
-                let _ = writeln!(std::io::stderr(), "vzpkg: cannot run {:?} in the sandbox: {err}", argv.join(" "));
-                // SAFETY: leaving the forked child.
-                unsafe { libc::_exit(127) }
-            }
-            Ok(ForkResult::Parent { child }) => wait_reaping(child),
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "vzpkg: fork in the sandbox: {e}");
-                125
-            }
-        };
-        if last != 0 {
-            break;
+    let mut failed = 0;
+    let mut captures = stdio.captures.iter();
+    for (i, command) in spec.commands.iter().enumerate() {
+        let capture = if command.query { captures.next() } else { None };
+        if failed != 0 && !command.query {
+            continue;
+        }
+        let code = run_command(sys, stdio, capture, &programs, &command.argv, &env);
+        if command.query {
+            let index = spec.commands[..i].iter().filter(|c| c.query).count() as u32;
+            let _ = messages::send(control.as_fd(), &Message::Queried { index, code }, &[]);
+        }
+        if code != 0 && failed == 0 {
+            failed = code;
         }
     }
-    last
+    failed
+}
+
+/// Runs one command in a child of pid 1 and waits for it; its exit status.
+fn run_command(
+    sys: &impl Syscall,
+    stdio: &GuestStdio,
+    capture: Option<&OwnedFd>,
+    programs: &[seccompiler::BpfProgram],
+    argv: &[String],
+    env: &[CString],
+) -> i32 {
+    let Ok(shell) = shell_argv(argv) else {
+        let _ = writeln!(std::io::stderr(), "vzpkg: NUL in an argument of {argv:?}");
+        return 125;
+    };
+    assert_single_threaded();
+    // SAFETY: pid 1 is single-threaded (checked); the child only sets itself up and execs.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let err = become_command(sys, stdio, capture, programs, &shell, env);
+            let _ = writeln!(std::io::stderr(), "vzpkg: cannot run {:?} in the sandbox: {err}", argv.join(" "));
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => wait_reaping(child),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "vzpkg: fork in the sandbox: {e}");
+            125
+        }
+    }
 }
 
 /// `sh -c 'exec "$@"' sh ARGV…`: the container's own shell finds the command on PATH.
@@ -222,22 +243,29 @@ fn shell_argv(argv: &[String]) -> Result<Vec<CString>> {
 }
 
 /// In the command's child: a session of its own (no signal to the operator's process group, no
-/// input pushed into the operator's terminal), only stdio, few capabilities, no new privileges,
-/// the seccomp filter last, then exec. Returns only on failure.
+/// input pushed into the operator's terminal), only stdio (a query's output going to its capture
+/// pipe), few capabilities, no new privileges, the seccomp filter last, then exec. Returns only
+/// on failure.
 fn become_command(
     sys: &impl Syscall,
     stdio: &GuestStdio,
+    capture: Option<&OwnedFd>,
     programs: &[seccompiler::BpfProgram],
     shell: &[CString],
     env: &[CString],
 ) -> std::io::Error {
     let steps = || -> std::io::Result<()> {
         sys.setsid()?;
-        match stdio {
-            GuestStdio::Terminal(pty) => sys.attach_terminal(pty.as_fd())?,
-            GuestStdio::Pipes([stdin, stdout, stderr]) => {
+        match &stdio.streams {
+            GuestStreams::Terminal(pty) => sys.attach_terminal(pty.as_fd())?,
+            GuestStreams::Pipes([stdin, stdout, stderr]) => {
                 sys.redirect_stdio([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()])?
             }
+        }
+        if let Some(capture) = capture {
+            // SAFETY: 0 and 2 were just set up and stay open while borrowed.
+            let (stdin, stderr) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(2)) };
+            sys.redirect_stdio([stdin, capture.as_fd(), stderr])?;
         }
         sys.close_fds_except(&[])?;
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -325,7 +353,8 @@ mod tests {
         let programs = seccomp::programs().unwrap();
         let shell = shell_argv(&["apt-get".into(), "update".into()]).unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
-        let err = become_command(&sys, &GuestStdio::Terminal(null.into()), &programs, &shell, &[]);
+        let stdio = GuestStdio { streams: GuestStreams::Terminal(null.into()), captures: Vec::new() };
+        let err = become_command(&sys, &stdio, None, &programs, &shell, &[]);
         assert_eq!(err.raw_os_error(), Some(libc::ENOEXEC), "the recorder's exec");
         let calls = sys.calls();
         let order = [
@@ -347,8 +376,8 @@ mod tests {
     fn a_failed_step_means_no_exec() {
         let sys = Recorder { fail: Some("no_new_privs"), ..Default::default() };
         let null = || std::fs::File::open("/dev/null").unwrap().into();
-        let stdio = GuestStdio::Pipes([null(), null(), null()]);
-        let err = become_command(&sys, &stdio, &[], &shell_argv(&["true".into()]).unwrap(), &[]);
+        let stdio = GuestStdio { streams: GuestStreams::Pipes([null(), null(), null()]), captures: Vec::new() };
+        let err = become_command(&sys, &stdio, None, &[], &shell_argv(&["true".into()]).unwrap(), &[]);
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         assert!(!sys.calls().iter().any(|c| c.starts_with("exec")));
     }

@@ -20,6 +20,8 @@ pub enum Message {
     Ready,
     /// any → host: setting up failed; no guest code ran.
     Failed(String),
+    /// pid 1 → host: query command `index` (counted among the queries) ended with `code`.
+    Queried { index: u32, code: i32 },
     /// keeper → host: the run ended with this status (128 + N for a signal); `oom` when the
     /// kernel killed a process of the run for its memory limit, `timed_out` when the keeper
     /// killed the run for its time limit.
@@ -41,6 +43,12 @@ impl Message {
                 out.extend_from_slice(&text.as_bytes()[..end]);
                 out
             }
+            Message::Queried { index, code } => {
+                let mut out = vec![b'Q'];
+                out.extend_from_slice(&index.to_le_bytes());
+                out.extend_from_slice(&code.to_le_bytes());
+                out
+            }
             Message::Exited { code, oom, timed_out } => {
                 let mut out = vec![b'X', u8::from(*oom) | u8::from(*timed_out) << 1];
                 out.extend_from_slice(&code.to_le_bytes());
@@ -57,6 +65,10 @@ impl Message {
             b'L' => Message::Relay,
             b'R' => Message::Ready,
             b'F' => Message::Failed(String::from_utf8_lossy(rest).into_owned()),
+            b'Q' if rest.len() == 8 => Message::Queried {
+                index: u32::from_le_bytes(rest[..4].try_into().map_err(|_| bad())?),
+                code: i32::from_le_bytes(rest[4..].try_into().map_err(|_| bad())?),
+            },
             b'X' if rest.len() == 5 => {
                 let code = i32::from_le_bytes(rest[1..].try_into().map_err(|_| bad())?);
                 Message::Exited { code, oom: rest[0] & 1 != 0, timed_out: rest[0] & 2 != 0 }
@@ -126,6 +138,7 @@ mod tests {
             Message::Failed("mounting /proc: EPERM ✗".into()),
             Message::Exited { code: -3, oom: true, timed_out: false },
             Message::Exited { code: 137, oom: false, timed_out: true },
+            Message::Queried { index: 2, code: -1 },
         ] {
             send(a.as_fd(), &message, &[file.as_fd()]).unwrap();
             let (got, fds) = receive(b.as_fd()).unwrap().unwrap();
