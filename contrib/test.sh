@@ -35,6 +35,18 @@ if [ ! -f "$rootfs" ]; then
 fi
 export VZPKG_TEST_ROOTFS="$rootfs"
 
+# The same with Debian's rpm, dnf and zypper, for the rpm backends' tests (rpm's database is
+# moved where rpm-based systems keep it by the tests themselves).
+rpm_rootfs=${VZPKG_TEST_RPM_ROOTFS:-/var/cache/vzpkg-tests/debian-rpm.tar}
+if [ ! -f "$rpm_rootfs" ]; then
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-stable}")
+  echo "test.sh: making the rpm test container root ($suite) at $rpm_rootfs" >&2
+  mkdir -p "$(dirname "$rpm_rootfs")"
+  mmdebstrap --quiet --variant=apt --include=dnf,rpm,zypper "$suite" "${rpm_rootfs%.tar}.part.tar"
+  mv "${rpm_rootfs%.tar}.part.tar" "$rpm_rootfs"
+fi
+export VZPKG_TEST_RPM_ROOTFS="$rpm_rootfs"
+
 # iputils-ping, whose postinst gives ping a file capability with setcap, and libcap2-bin, which
 # has setcap: the apt-variant root lacks both (the rest of what they depend on it has). The
 # confinement tests serve them from their own loopback repository.

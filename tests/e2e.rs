@@ -7,6 +7,7 @@ mod audit;
 mod clients;
 mod confinement;
 mod contrib;
+mod dnf;
 mod proxy;
 mod prune;
 mod sandbox;

@@ -20,6 +20,16 @@ pub fn tarball() -> PathBuf {
     path
 }
 
+/// A Debian root with Debian's rpm, dnf and zypper (contrib/test.sh makes it); VZPKG_TEST_RPM_ROOTFS
+/// overrides it.
+pub fn rpm_tarball() -> PathBuf {
+    let path = std::env::var_os("VZPKG_TEST_RPM_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/debian-rpm.tar"));
+    assert!(path.is_file(), "no rpm container tarball at {}: run contrib/test.sh (as root)", path.display());
+    path
+}
+
 /// The wrapper tests create namespaces and mounts: they need root and say so.
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root (namespaces, mounts): run contrib/test.sh as root");
@@ -63,6 +73,37 @@ impl Rootfs {
         }
         std::fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
         Rootfs { path: dir.to_path_buf() }
+    }
+
+    /// A fresh rpm root at `dir`: the rpm tarball with rpm's database where rpm-based systems
+    /// keep it (/var/lib/rpm, SQLite, made empty here) and one dnf repository at `baseurl`,
+    /// carrying a proxy of its own that nobody answers at, as roots from older caches do.
+    pub fn rpm(dir: &Path, baseurl: &str) -> Rootfs {
+        require_root();
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("tar").arg("-C").arg(dir).arg("-xf").arg(rpm_tarball()));
+        std::fs::create_dir_all(dir.join("etc/yum.repos.d")).unwrap();
+        std::fs::create_dir_all(dir.join("etc/rpm")).unwrap();
+        std::fs::write(dir.join("etc/rpm/macros.dbpath"), "%_dbpath /var/lib/rpm\n").unwrap();
+        std::fs::write(
+            dir.join("etc/yum.repos.d/test.repo"),
+            format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nproxy=http://10.9.9.9:3128\n"),
+        )
+        .unwrap();
+        run(Command::new("rpm").arg("--root").arg(dir).args(["--dbpath", "/var/lib/rpm", "--initdb"]));
+        Rootfs { path: dir.to_path_buf() }
+    }
+
+    /// `version-release` of an installed package, from the root's rpm database (read by the
+    /// host's rpm).
+    pub fn rpm_version(&self, package: &str) -> Option<String> {
+        let out = Command::new("rpm")
+            .arg("--root")
+            .arg(&self.path)
+            .args(["--dbpath", "/var/lib/rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", package])
+            .output()
+            .unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `dir:/path`, as vzpkg takes it.

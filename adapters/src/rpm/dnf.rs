@@ -59,7 +59,8 @@ pub fn is_bdb_environment_file(name: &str) -> bool {
 
 /// The argv for an operation: `program` is `dnf`, `dnf5` or `yum`. The proxy is set for the
 /// main configuration and for every repository (`*.proxy`), which outranks a `proxy=` a
-/// `.repo` file sets; downloaded packages are kept for the run, so the view is looked at.
+/// `.repo` file sets. Packages are not kept: the container's cache does not grow, and what dnf
+/// removes of the view it removes from the run's private upper layer only.
 pub fn command(program: &str, op: &Operation, assume_yes: bool, proxy: &str, user_agent: &str) -> Vec<String> {
     let mut argv = vec![program.to_string()];
     for option in [
@@ -67,7 +68,7 @@ pub fn command(program: &str, op: &Operation, assume_yes: bool, proxy: &str, use
         format!("*.proxy={proxy}"),
         "*.proxy_username=".to_string(),
         "*.proxy_password=".to_string(),
-        "keepcache=1".to_string(),
+        "keepcache=0".to_string(),
         format!("user_agent={user_agent}"),
     ] {
         if program == "yum" && option.starts_with("user_agent") {

@@ -150,7 +150,7 @@ fn mount_view(
     sys.attach(view.as_fd(), lower_place.as_fd()).context("attaching the view")?;
     let upper = sys.open_beneath(scratch, &upper, dir)?;
     let work = sys.open_beneath(scratch, &work, dir)?;
-    let place = sys.open_beneath(root, target, dir).with_context(|| format!("the container has no /{target}"))?;
+    let place = make_dirs(sys, root, target).with_context(|| format!("making /{target} in the container"))?;
     let path = |fd: BorrowedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
     let options =
         [("lowerdir", path(view.as_fd())), ("upperdir", path(upper.as_fd())), ("workdir", path(work.as_fd()))];
@@ -160,6 +160,26 @@ fn mount_view(
         .context("mounting the read-only view of the shared cache")?;
     sys.attach(overlay.as_fd(), place.as_fd()).with_context(|| format!("attaching the view on /{target}"))?;
     Ok(())
+}
+
+/// Opens directory `target` inside the root, making what is missing of it first (a package
+/// manager's cache directory a fresh root has not made yet), as the guest's root would.
+fn make_dirs(sys: &impl Syscall, root: BorrowedFd, target: &str) -> Result<OwnedFd> {
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let mut path = String::new();
+    let mut place = sys.open_beneath(root, ".", dir)?;
+    for part in target.split('/').filter(|p| !p.is_empty()) {
+        path = if path.is_empty() { part.to_string() } else { format!("{path}/{part}") };
+        place = match sys.open_beneath(root, &path, dir) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                sys.mkdir_at(place.as_fd(), part, 0o755)?;
+                sys.open_beneath(root, &path, dir)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(place)
 }
 
 /// Runs the commands in order, and after a failure only the queries; reports each query's
