@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod idmap;
 pub mod locks;
 pub mod relay;
+pub mod running;
 pub mod sandbox;
 pub mod seccomp;
 pub mod syscall;
@@ -27,9 +28,12 @@ use syscall::{Linux, Syscall};
 /// How vzpkg reaches a container.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    /// A root directory no container runs from right now (`dir:`, a config name): the sandbox
-    /// makes new namespaces of its own around it.
+    /// A root directory no container runs from right now (`dir:`, `openvz:` when stopped): the
+    /// sandbox makes new namespaces of its own around it.
     StoppedRoot,
+    /// A running container, by the host pid of its init: the sandbox joins its pid, ipc and
+    /// uts namespaces and its cgroup, and keeps a mount and network namespace of its own.
+    Running { pid: i32 },
 }
 
 pub struct Container {
@@ -41,20 +45,86 @@ pub struct Container {
     pub root: OwnedFd,
     /// Device and inode of the root: the container's identity, whatever path spelled it.
     pub identity: (u64, u64),
+    /// A running container's init, held by a pidfd: an init that exits, and a pid reused
+    /// meanwhile, are detected, never followed.
+    pub init: Option<OwnedFd>,
+    /// A running container's own id mapping, when it has a user namespace of its own: its files
+    /// carry ids shifted on disk, and the guest runs with the same mapping.
+    pub own_ids: Option<idmap::IdRange>,
 }
 
 impl Container {
-    /// `dir:/path/to/rootfs`, or a name from the config's `[containers]` table.
+    /// `dir:/path/to/rootfs`, `pid:N`, `lxc:NAME`, `nspawn:NAME`, `openvz:CTID`, or a name from
+    /// the config's `[containers]` table (whose value may be any of these, or a path).
     pub fn resolve(spec: &str, named: &BTreeMap<String, PathBuf>) -> Result<Container> {
-        let path = if let Some(dir) = spec.strip_prefix("dir:") {
-            PathBuf::from(dir)
-        } else if let Some((kind, _)) = spec.split_once(':') {
-            bail!("container {spec:?}: the {kind}: form is not supported yet; use dir:/path/to/rootfs")
-        } else if let Some(path) = named.get(spec) {
-            path.clone()
-        } else {
-            bail!("unknown container {spec:?}: use dir:/path/to/rootfs, or name it under [containers] in the config")
+        let mut container = match named.get(spec) {
+            Some(target) if !spec.contains(':') => {
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    Self::stopped(spec, PathBuf::from(&*target))?
+                } else {
+                    Self::resolve_kind(&target)?
+                }
+            }
+            _ => Self::resolve_kind(spec)?,
         };
+        container.name = spec.to_string();
+        Ok(container)
+    }
+
+    fn resolve_kind(spec: &str) -> Result<Container> {
+        let Some((kind, what)) = spec.split_once(':') else {
+            bail!(
+                "unknown container {spec:?}: use dir:/path/to/rootfs, pid:N, lxc:NAME, nspawn:NAME or openvz:CTID, \
+                 or name it under [containers] in the config"
+            )
+        };
+        match kind {
+            "dir" => Self::stopped(spec, PathBuf::from(what)),
+            "pid" => {
+                let pid = what.parse::<i32>().ok().filter(|p| *p > 1);
+                let pid = pid.with_context(|| format!("container {spec:?}: {what:?} is not a process id above 1"))?;
+                Self::running(spec, pid)
+            }
+            "lxc" | "nspawn" => Self::running(spec, running::leader(kind, what)?),
+            "openvz" => Self::stopped(spec, running::openvz_root(what)?),
+            _ => bail!("container {spec:?}: unknown kind {kind:?}: use dir:, pid:, lxc:, nspawn: or openvz:"),
+        }
+    }
+
+    /// A running container by its init's host pid: its root as that process sees it.
+    fn running(spec: &str, pid: i32) -> Result<Container> {
+        let init = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).context("pid 0")?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .with_context(|| format!("container {spec:?}: no process {pid}"))?;
+        let proc_dir = format!("/proc/{pid}");
+        let root = nix::fcntl::open(
+            format!("{proc_dir}/root").as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening the root of {spec} ({proc_dir}/root)"))?;
+        let own_ids = running::own_ids(pid).with_context(|| format!("reading the id mapping of {spec}"))?;
+        // Everything above was read from /proc/PID: it belongs to the process the pidfd holds
+        // only if that process is still alive now.
+        if !running::alive(init.as_fd()) {
+            bail!("container {spec:?}: its init (pid {pid}) exited while vzpkg opened it");
+        }
+        let stat = nix::sys::stat::fstat(&root)?;
+        Ok(Container {
+            name: spec.to_string(),
+            kind: Kind::Running { pid },
+            root_path: PathBuf::from(format!("{proc_dir}/root")),
+            root,
+            identity: (stat.st_dev, stat.st_ino),
+            init: Some(init),
+            own_ids,
+        })
+    }
+
+    fn stopped(spec: &str, path: PathBuf) -> Result<Container> {
         if !path.is_absolute() {
             bail!("container {spec:?}: {} is not an absolute path", path.display());
         }
@@ -66,7 +136,15 @@ impl Container {
         .with_context(|| format!("opening container root {}", path.display()))?;
         let stat = nix::sys::stat::fstat(&root)?;
         let identity = (stat.st_dev, stat.st_ino);
-        Ok(Container { name: spec.to_string(), kind: Kind::StoppedRoot, root_path: path, root, identity })
+        Ok(Container {
+            name: spec.to_string(),
+            kind: Kind::StoppedRoot,
+            root_path: path,
+            root,
+            identity,
+            init: None,
+            own_ids: None,
+        })
     }
 
     /// Opens `rel` inside the root; symlinks resolve as they would for a process chrooted there.

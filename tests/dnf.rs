@@ -23,10 +23,11 @@ impl Setup {
         rpm_repo(&repo, &packages());
         let upstream = Upstream::start(&tmp.join("upstream"));
         // Revalidate repomd.xml at every run, so that the repository's change is seen at once.
-        let proxy = ProxyProcess::start(&tmp.join("cache"), "[proxy]\nindex_ttl_secs = 0\n", &[
-            "--allow-host",
-            &upstream.host(),
-        ]);
+        let proxy = ProxyProcess::start(
+            &tmp.join("cache"),
+            "[proxy]\nindex_ttl_secs = 0\n",
+            &["--allow-host", &upstream.host()],
+        );
         std::fs::write(tmp.join("vzpkg.toml"), "").unwrap();
         Setup {
             upstream,

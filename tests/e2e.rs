@@ -10,6 +10,7 @@ mod contrib;
 mod dnf;
 mod proxy;
 mod prune;
+mod running;
 mod sandbox;
 mod security;
 mod verify;

@@ -141,9 +141,8 @@ impl Backend for Dnf {
                 }
             }
         }
-        Ok((!removed.is_empty()).then(|| {
-            format!("removed stale Berkeley DB environment files no process held: {}", removed.join(", "))
-        }))
+        Ok((!removed.is_empty())
+            .then(|| format!("removed stale Berkeley DB environment files no process held: {}", removed.join(", "))))
     }
 
     fn repair(&self, _ct: &Container) -> Result<Option<(&'static str, Vec<String>)>> {

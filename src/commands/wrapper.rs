@@ -62,16 +62,20 @@ fn run_recorded(
     let backend = backend::detect(&container, args.backend.as_deref())?;
     audit.backend(backend.name());
     let proxy = proxy_addr(&args.proxy)?;
-    let confinement = if args.privileged || file.sandbox.privileged {
-        Confinement::Privileged
-    } else {
-        Confinement::Unprivileged(IdRange::resolve(file.sandbox.id_base)?)
+    // A container with a user namespace of its own keeps its mapping (its files carry its
+    // ids); any other gets vzpkg's unprivileged range, its root attached idmapped.
+    let (confinement, idmap_root) = match container.own_ids {
+        Some(ids) => (Confinement::Unprivileged(ids), false),
+        None if args.privileged || file.sandbox.privileged => (Confinement::Privileged, false),
+        None => (Confinement::Unprivileged(IdRange::resolve(file.sandbox.id_base)?), true),
     };
     let sandbox = |commands: Vec<GuestCommand>, views: &[backend::View], env: Vec<(String, String)>, pty: bool| {
         let spec = Spec {
             name: ct,
             kind: container.kind,
+            init: container.init.as_ref(),
             root: &container.root,
+            idmap_root,
             confinement,
             views: views.iter().map(|v| ViewMount { source: v.dir.fd(), target: v.target.clone() }).collect(),
             commands,
@@ -89,10 +93,19 @@ fn run_recorded(
             Some(installed) => installed,
             None => {
                 // The sandbox runs once per vzpkg process: a list that needs one is all it does.
-                let outcome = sandbox(vec![GuestCommand::query(backend.query())], &[], backend.env(true, false, &inside_proxy), false)?;
+                let outcome = sandbox(
+                    vec![GuestCommand::query(backend.query())],
+                    &[],
+                    backend.env(true, false, &inside_proxy),
+                    false,
+                )?;
                 match outcome.queries.first() {
                     Some(Some(output)) => backend.parse_query(output),
-                    _ => bail!("{} in {ct} could not list its packages (exit status {})", backend.query()[0], outcome.code),
+                    _ => bail!(
+                        "{} in {ct} could not list its packages (exit status {})",
+                        backend.query()[0],
+                        outcome.code
+                    ),
                 }
             }
         };

@@ -43,9 +43,15 @@ pub struct RunCgroup {
 }
 
 impl RunCgroup {
-    /// Creates the run's cgroup with `limits`; removes what earlier runs that died left.
-    pub fn create(name: &str, limits: &Limits) -> Result<RunCgroup> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    /// Creates the run's cgroup with `limits`; removes what earlier runs that died left. On
+    /// v1 it sits under the cgroup of `under` (a running container's init), else under vzpkg's
+    /// own, so the limits already placed there still apply.
+    pub fn create(name: &str, limits: &Limits, under: Option<i32>) -> Result<RunCgroup> {
+        let file = match under {
+            Some(pid) => format!("/proc/{pid}/cgroup"),
+            None => "/proc/self/cgroup".to_string(),
+        };
+        let own = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
         Self::create_in(Path::new(ROOT), &own, name, limits)
     }
 
@@ -155,7 +161,7 @@ fn own_v1_path(own: &str, controller: &str) -> String {
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        if controllers.split(',').any(|c| c == controller) {
+        if controllers.split(',').any(|c| c == controller) && !path.split('/').any(|c| c == "..") {
             return path.to_string();
         }
     }

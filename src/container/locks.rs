@@ -77,7 +77,8 @@ pub fn wait_for_guest_locks(container: &Container, locks: &[&str], timeout: Dura
             if let Some(pid) = holder(container, rel)? {
                 let waited = started.elapsed();
                 if waited >= timeout {
-                    let who = if pid > 0 { format!("pid {pid} ({})", process_name(pid)) } else { "a process".to_string() };
+                    let who =
+                        if pid > 0 { format!("pid {pid} ({})", process_name(pid)) } else { "a process".to_string() };
                     bail!(
                         "package manager lock /{rel} held by {who} in the container for {} s: wait for it to finish or stop it, then retry (or raise --timeout)",
                         waited.as_secs()

@@ -58,8 +58,13 @@ pub struct Spec<'a> {
     /// As the operator named the container, for messages.
     pub name: &'a str,
     pub kind: Kind,
+    /// A running container's init (a pidfd), whose namespaces the sandbox joins.
+    pub init: Option<&'a OwnedFd>,
     /// The container root, opened once (`O_PATH`).
     pub root: &'a OwnedFd,
+    /// Attach the root through an idmapped mount (its files carry the host's ids on disk);
+    /// off for a container with a user namespace of its own, whose files carry its ids.
+    pub idmap_root: bool,
     pub confinement: Confinement,
     pub views: Vec<ViewMount<'a>>,
     /// Commands run in order inside the root; after one fails only queries still run.

@@ -30,6 +30,11 @@ pub trait Syscall {
     /// A fork-like clone3 into new namespaces, with a pidfd for the parent.
     fn clone_into_namespaces(&self, flags: CloneFlags) -> io::Result<Cloned>;
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    /// Joins the namespaces `flags` names of the process a pidfd holds (its pid namespace for
+    /// the children to come).
+    fn join_namespaces(&self, pidfd: BorrowedFd, flags: CloneFlags) -> io::Result<()>;
+    /// Orphans of this process's descendants become its children, to reap.
+    fn set_child_subreaper(&self) -> io::Result<()>;
     /// Maps ids 0..count of `pid`'s user namespace to the host ranges starting at the bases.
     fn write_id_maps(&self, pid: i32, uid_base: u32, gid_base: u32, count: u32) -> io::Result<()>;
     /// Becomes uid and gid 0 of the current user namespace, with no supplementary groups.
@@ -45,6 +50,9 @@ pub trait Syscall {
     fn new_filesystem(&self, fstype: &str, options: &[(&str, &str)], attrs: u64) -> io::Result<OwnedFd>;
     /// A detached copy (OPEN_TREE_CLONE) of the mount at `path` below `dir` ("" for `dir` itself).
     fn clone_tree(&self, dir: BorrowedFd, path: &str) -> io::Result<OwnedFd>;
+    /// The same with every mount below `dir` (`AT_RECURSIVE`); `dir` must be in this process's
+    /// mount namespace.
+    fn clone_tree_recursive(&self, dir: BorrowedFd) -> io::Result<OwnedFd>;
     /// Sets attributes on a detached tree; `userns` makes it an idmapped mount.
     fn set_mount_attrs(&self, tree: BorrowedFd, attrs: u64, userns: Option<BorrowedFd>) -> io::Result<()>;
     /// Attaches the detached `tree` on the directory or file `target` (a descriptor, never a path).
@@ -128,6 +136,15 @@ impl Syscall for Linux {
         nix::sched::unshare(flags).map_err(io::Error::from)
     }
 
+    fn join_namespaces(&self, pidfd: BorrowedFd, flags: CloneFlags) -> io::Result<()> {
+        nix::sched::setns(pidfd, flags).map_err(io::Error::from)
+    }
+
+    fn set_child_subreaper(&self) -> io::Result<()> {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+        cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long).map(drop)
+    }
+
     fn write_id_maps(&self, pid: i32, uid_base: u32, gid_base: u32, count: u32) -> io::Result<()> {
         std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid_base} {count}\n"))?;
         std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid_base} {count}\n"))
@@ -185,6 +202,15 @@ impl Syscall for Linux {
         }
         flags |= OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
         Ok(open_tree(dir, path, flags)?)
+    }
+
+    fn clone_tree_recursive(&self, dir: BorrowedFd) -> io::Result<OwnedFd> {
+        use rustix::mount::{open_tree, OpenTreeFlags};
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH
+            | OpenTreeFlags::AT_RECURSIVE;
+        Ok(open_tree(dir, "", flags)?)
     }
 
     fn set_mount_attrs(&self, tree: BorrowedFd, attrs: u64, userns: Option<BorrowedFd>) -> io::Result<()> {
@@ -407,6 +433,16 @@ pub mod recording {
         fn clone_into_namespaces(&self, flags: CloneFlags) -> io::Result<Cloned> {
             self.log(format!("clone {flags:?}"))?;
             Ok(Cloned::Parent { pid: 4242, pidfd: self.fd() })
+        }
+        fn clone_tree_recursive(&self, _dir: BorrowedFd) -> io::Result<OwnedFd> {
+            self.log("clone_tree_recursive".into())?;
+            Ok(self.fd())
+        }
+        fn join_namespaces(&self, _pidfd: BorrowedFd, flags: CloneFlags) -> io::Result<()> {
+            self.log(format!("join_namespaces {flags:?}"))
+        }
+        fn set_child_subreaper(&self) -> io::Result<()> {
+            self.log("child_subreaper".into())
         }
         fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
             self.log(format!("unshare {flags:?}"))

@@ -17,12 +17,16 @@ use super::messages::{self, Message};
 use super::{keeper, GuestStdio, GuestStreams, Outcome, Spec, MAX_CAPTURE};
 use crate::container::cgroup::RunCgroup;
 use crate::container::syscall::assert_single_threaded;
-use crate::container::{relay, terminal};
+use crate::container::{relay, terminal, Kind};
 
 /// Runs the spec's commands in a fresh sandbox and reports how they ended.
 pub fn run(spec: &Spec) -> Result<Outcome> {
     let run_name = format!("run-{}-{}", std::process::id(), crate::commands::now_millis());
-    let cgroup = RunCgroup::create(&run_name, &spec.limits).context("creating the run's cgroup")?;
+    let under = match spec.kind {
+        Kind::Running { pid } => Some(pid),
+        Kind::StoppedRoot => None,
+    };
+    let cgroup = RunCgroup::create(&run_name, &spec.limits, under).context("creating the run's cgroup")?;
     let (host_end, keeper_end) = messages::pair().context("creating the sandbox's control socket")?;
     let (streams, host_side) = if spec.pty {
         let pty = terminal::open()?;

@@ -22,6 +22,7 @@ use super::messages::{self, Message};
 use super::{dev, procfs, Confinement, GuestStdio, GuestStreams, Spec, RELAY_PORT};
 use crate::container::seccomp;
 use crate::container::syscall::{assert_single_threaded, attr, Linux, Syscall};
+use crate::container::Kind;
 
 /// Capabilities a package manager and maintainer scripts need; every other one is dropped from
 /// all sets, the bounding set included.
@@ -66,7 +67,7 @@ fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio)
     keep.extend(stdio.raw_fds());
     sys.close_fds_except(&keep).context("closing the host's descriptors")?;
 
-    let trees = match messages::receive(control.as_fd())? {
+    let mut trees = match messages::receive(control.as_fd())? {
         Some((Message::Trees, trees)) if !trees.is_empty() => trees,
         Some((other, _)) => bail!("the keeper sent {other:?} instead of the container root"),
         None => bail!("the keeper ended before handing over the container root"),
@@ -79,8 +80,20 @@ fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio)
     }
     // The keeper has put this process in the run's cgroup: that becomes the guest's "/".
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
+    // A copy of the host's mounts, of which nothing this process mounts propagates back.
     sys.make_mounts_private().context("making the mount namespace private")?;
-    sys.sethostname("vzpkg-sandbox").context("setting the hostname")?;
+    let proc = match spec.kind {
+        Kind::StoppedRoot => {
+            sys.sethostname("vzpkg-sandbox").context("setting the hostname")?;
+            None
+        }
+        // Its hostname is the container's own; the container's init, not this process, is pid
+        // 1 of the namespace, so orphans are made to come here to be reaped.
+        Kind::Running { .. } => {
+            sys.set_child_subreaper().context("becoming the run's reaper")?;
+            (trees.len() > 1).then(|| trees.remove(1))
+        }
+    };
     sys.bring_loopback_up().context("bringing up the sandbox's loopback")?;
     let listener = TcpListener::bind(("127.0.0.1", RELAY_PORT)).context("binding the relay in the sandbox")?;
     messages::send(control.as_fd(), &Message::Relay, &[listener.as_fd()]).context("handing out the relay")?;
@@ -88,16 +101,18 @@ fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio)
 
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let targets: Vec<&str> = spec.views.iter().map(|v| v.target.as_str()).collect();
-    build_root(sys, trees, &targets, matches!(spec.confinement, Confinement::Unprivileged(_)))?;
+    build_root(sys, trees, proc, &targets, matches!(spec.confinement, Confinement::Unprivileged(_)))?;
     messages::send(control.as_fd(), &Message::Ready, &[])?;
     Ok(())
 }
 
 /// Attaches the trees (the container root, then one per view target) under a private scratch
-/// tmpfs, mounts /proc, /dev and the views inside the root, and pivots into it.
+/// tmpfs, mounts /proc (`proc`, a running container's, or a new one), /dev and the views inside
+/// the root, and pivots into it.
 pub fn build_root(
     sys: &impl Syscall,
     trees: Vec<OwnedFd>,
+    proc: Option<OwnedFd>,
     view_targets: &[&str],
     own_user_namespace: bool,
 ) -> Result<()> {
@@ -122,7 +137,7 @@ pub fn build_root(
     let place = sys.open_beneath(scratch.as_fd(), "root", dir)?;
     sys.attach(root.as_fd(), place.as_fd()).context("attaching the container root")?;
     // From here `root` is the attached root: every path inside it is resolved from it.
-    procfs::mount(sys, root.as_fd(), host_dev.as_fd(), own_user_namespace)?;
+    procfs::mount(sys, root.as_fd(), host_dev.as_fd(), proc, own_user_namespace)?;
     dev::build(sys, root.as_fd(), host_dev.as_fd())?;
     for (i, (view, target)) in trees.zip(view_targets).enumerate() {
         mount_view(sys, scratch.as_fd(), root.as_fd(), view, target, i)?;
@@ -327,7 +342,7 @@ mod tests {
     #[test]
     fn the_root_is_built_before_the_pivot_and_only_from_descriptors() {
         let sys = Recorder::default();
-        build_root(&sys, trees(2), &["var/cache/apt/archives"], true).unwrap();
+        build_root(&sys, trees(2), None, &["var/cache/apt/archives"], true).unwrap();
         let calls = sys.calls();
         // The scratch tmpfs first, the root on it, then /proc and /dev inside, the view last.
         assert!(calls[0].starts_with("open_beneath dev"), "{calls:#?}");
@@ -346,7 +361,7 @@ mod tests {
         assert!(sys.position("open_beneath sys/user/max_inotify_instances") < read_only_sys);
 
         let privileged = Recorder::default();
-        build_root(&privileged, trees(1), &[], false).unwrap();
+        build_root(&privileged, trees(1), None, &[], false).unwrap();
         assert!(!privileged.calls().iter().any(|c| c.contains("sys/user")), "the host's own limits were touched");
         assert_eq!(calls.iter().filter(|c| c.starts_with("create_at")).count(), 6);
         let overlay = &calls[sys.position("new_filesystem overlay")];
@@ -356,14 +371,14 @@ mod tests {
     #[test]
     fn a_tree_count_that_does_not_match_the_views_is_refused() {
         let sys = Recorder::default();
-        assert!(build_root(&sys, trees(1), &["a"], true).is_err());
+        assert!(build_root(&sys, trees(1), None, &["a"], true).is_err());
         assert!(sys.calls().is_empty(), "nothing was mounted");
     }
 
     #[test]
     fn a_failed_mount_stops_the_build_before_the_pivot() {
         let sys = Recorder { fail: Some("new_filesystem proc"), ..Default::default() };
-        assert!(build_root(&sys, trees(1), &[], true).is_err());
+        assert!(build_root(&sys, trees(1), None, &[], true).is_err());
         assert!(!sys.calls().iter().any(|c| c == "pivot_into"));
     }
 

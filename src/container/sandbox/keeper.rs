@@ -8,7 +8,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -42,22 +42,37 @@ fn keep(sys: &impl Syscall, spec: &Spec, cgroup: &RunCgroup, host: &OwnedFd, std
         unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) }?;
     }
     let (to_init, init_end) = messages::pair()?;
-    // A stopped root gets namespaces of its own; a running container's would be joined.
-    let Kind::StoppedRoot = spec.kind;
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWNET;
+    // Mount and network namespaces are always the sandbox's own: the view is seen by no one
+    // else, and the only way out is the relay.
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET;
     if let Confinement::Unprivileged(_) = spec.confinement {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
+    let joined = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    let taken = match (spec.kind, spec.init) {
+        (Kind::StoppedRoot, _) => {
+            flags |= joined;
+            None
+        }
+        (Kind::Running { pid }, Some(init)) => {
+            // The keeper's own children are born in the container's pid namespace.
+            sys.join_namespaces(init.as_fd(), joined)
+                .with_context(|| format!("joining the namespaces of {} (pid {pid})", spec.name))?;
+            let trees = container_trees(sys, init.as_fd(), spec.root.as_fd())
+                .with_context(|| format!("taking the root and a /proc of {} (pid {pid})", spec.name))?;
+            if !crate::container::running::alive(init.as_fd()) {
+                bail!("the init of {} (pid {pid}) exited: the container stopped", spec.name);
+            }
+            Some(trees)
+        }
+        (Kind::Running { .. }, None) => bail!("no handle on the init of {}", spec.name),
+    };
     let (pid, pidfd) = match sys.clone_into_namespaces(flags).context("creating the sandbox's namespaces")? {
         Cloned::Child => init::run(spec, init_end, stdio),
         Cloned::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop((init_end, stdio));
-    if let Err(e) = hand_over(sys, spec, cgroup, pid, &to_init) {
+    if let Err(e) = hand_over(sys, spec, cgroup, pid, taken, &to_init) {
         let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
         let _ = rustix::process::waitid(
             rustix::process::WaitId::PidFd(pidfd.as_fd()),
@@ -76,8 +91,54 @@ fn keep(sys: &impl Syscall, spec: &Spec, cgroup: &RunCgroup, host: &OwnedFd, std
     Ok(code)
 }
 
-/// Maps, cgroup, and the detached trees pid 1 builds the root from.
-fn hand_over(sys: &impl Syscall, spec: &Spec, cgroup: &RunCgroup, pid: i32, to_init: &OwnedFd) -> Result<()> {
+/// A running container's root with the mounts below it, and a proc filesystem of its pid
+/// namespace, both detached, made by a child born in that pid namespace (only a member's proc
+/// shows it) that joins the container's mount namespace (only a member can clone its mounts).
+/// The child never returns to vzpkg's code; the keeper stays in the host's mount namespace.
+fn container_trees(sys: &impl Syscall, init: BorrowedFd, root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
+    let (here, there) = messages::pair()?;
+    // SAFETY: the keeper is single-threaded (it was forked so); the child only mounts and sends.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let made = (|| -> std::io::Result<(OwnedFd, OwnedFd)> {
+                sys.join_namespaces(init, CloneFlags::CLONE_NEWNS)?;
+                let tree = sys.clone_tree_recursive(root)?;
+                let proc = sys.new_filesystem("proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC)?;
+                Ok((tree, proc))
+            })();
+            let sent = match &made {
+                Ok((tree, proc)) => messages::send(there.as_fd(), &Message::Trees, &[tree.as_fd(), proc.as_fd()]),
+                Err(e) => messages::send(there.as_fd(), &Message::Failed(e.to_string()), &[]),
+            };
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(i32::from(sent.is_err())) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(there);
+            let answer = messages::receive(here.as_fd());
+            let _ = nix::sys::wait::waitpid(child, None);
+            match answer? {
+                Some((Message::Trees, mut fds)) if fds.len() == 2 => {
+                    let proc = fds.remove(1);
+                    Ok((fds.remove(0), proc))
+                }
+                Some((Message::Failed(text), _)) => bail!("{text}"),
+                _ => bail!("the child cloning the container's mounts ended without an answer"),
+            }
+        }
+    }
+}
+
+/// Maps, cgroup, and the detached trees pid 1 builds the root from: the root, a running
+/// container's /proc, then the views.
+fn hand_over(
+    sys: &impl Syscall,
+    spec: &Spec,
+    cgroup: &RunCgroup,
+    pid: i32,
+    taken: Option<(OwnedFd, OwnedFd)>,
+    to_init: &OwnedFd,
+) -> Result<()> {
     let userns = match spec.confinement {
         Confinement::Unprivileged(range) => {
             sys.write_id_maps(pid, range.uid_base, range.gid_base, COUNT).context("writing the sandbox's id maps")?;
@@ -87,12 +148,17 @@ fn hand_over(sys: &impl Syscall, spec: &Spec, cgroup: &RunCgroup, pid: i32, to_i
     };
     cgroup.add(pid)?;
 
-    let root = sys.clone_tree(spec.root.as_fd(), "").context("cloning the container root's mount")?;
+    let (root, proc) = match taken {
+        Some((root, proc)) => (root, Some(proc)),
+        None => (sys.clone_tree(spec.root.as_fd(), "").context("cloning the container root's mount")?, None),
+    };
     let userns_fd = userns.as_ref().map(|u| u.as_fd());
-    if let Err(e) = sys.set_mount_attrs(root.as_fd(), attr::NODEV | idmap_bit(userns_fd), userns_fd) {
+    let root_userns = userns_fd.filter(|_| spec.idmap_root);
+    if let Err(e) = sys.set_mount_attrs(root.as_fd(), attr::NODEV | idmap_bit(root_userns), root_userns) {
         return Err(cannot_idmap(spec, e));
     }
     let mut trees = vec![root];
+    trees.extend(proc);
     for view in &spec.views {
         let tree = sys.clone_tree(view.source.as_fd(), "").context("cloning the view of the shared cache")?;
         let read_only = attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC;

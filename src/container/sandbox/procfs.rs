@@ -25,14 +25,24 @@ const READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 const USER_NAMESPACE_LIMITS: &[(&str, &str)] =
     &[("sys/user/max_inotify_instances", "32"), ("sys/user/max_inotify_watches", "16384")];
 
-/// Mounts /proc inside `root`; `host_dev` is the host's /dev, for its null device. With
+/// Mounts /proc inside `root` — `made`, a detached proc of the pid namespace joined, or a new
+/// one of the sandbox's own; `host_dev` is the host's /dev, for its null device. With
 /// `own_user_namespace` the namespace's per-user limits are lowered before /proc/sys is made
 /// read-only (in the host's user namespace they are the host's own, and left alone).
-pub fn mount(sys: &impl Syscall, root: BorrowedFd, host_dev: BorrowedFd, own_user_namespace: bool) -> Result<()> {
+pub fn mount(
+    sys: &impl Syscall,
+    root: BorrowedFd,
+    host_dev: BorrowedFd,
+    made: Option<std::os::fd::OwnedFd>,
+    own_user_namespace: bool,
+) -> Result<()> {
     let target = sys
         .open_beneath(root, "proc", OFlag::O_PATH | OFlag::O_DIRECTORY)
         .context("the container root has no /proc directory")?;
-    let proc = sys.new_filesystem("proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC).context("mounting proc")?;
+    let proc = match made {
+        Some(proc) => proc,
+        None => sys.new_filesystem("proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC).context("mounting proc")?,
+    };
     sys.attach(proc.as_fd(), target.as_fd()).context("attaching /proc")?;
     // From here `proc` is the attached /proc: every path below is resolved from it.
     for name in MASKED_FILES {
