@@ -5,7 +5,9 @@
 
 pub mod apt;
 pub mod dnf;
+pub mod rpm;
 pub mod view;
+pub mod zypper;
 
 use anyhow::{bail, Result};
 pub use vzpkg_adapters::installed::{Changes, Installed, Operation};
@@ -61,15 +63,16 @@ pub trait Backend {
 }
 
 /// Backend names `--backend` takes.
-pub const NAMES: &[&str] = &["apt", "dnf", "dnf5", "yum"];
+pub const NAMES: &[&str] = &["apt", "dnf", "dnf5", "yum", "zypper"];
 
 /// The backend the operator named, or the one for what the root contains: apt where dpkg's
-/// database is (a Debian root with rpm tools installed is still a Debian root), else dnf, dnf5
-/// or yum, whichever the root has.
+/// database is (a Debian root with rpm tools installed is still a Debian root), else dnf, dnf5,
+/// yum or zypper, whichever the root has.
 pub fn detect(ct: &Container, named: Option<&str>) -> Result<Box<dyn Backend>> {
     match named {
         Some("apt") => return Ok(Box::new(apt::Apt)),
         Some(name @ ("dnf" | "dnf5" | "yum")) => return Ok(Box::new(dnf::Dnf::named(ct, name)?)),
+        Some("zypper") => return Ok(Box::new(zypper::Zypper)),
         Some(other) => bail!("unknown backend {other:?}: use one of {}", NAMES.join(", ")),
         None => {}
     }
@@ -79,9 +82,12 @@ pub fn detect(ct: &Container, named: Option<&str>) -> Result<Box<dyn Backend>> {
     if let Some(dnf) = dnf::Dnf::detect(ct)? {
         return Ok(Box::new(dnf));
     }
+    if zypper::Zypper::detect(ct)? {
+        return Ok(Box::new(zypper::Zypper));
+    }
     bail!(
-        "container root {} has neither a dpkg database (/{}) nor dnf or yum (/usr/bin/dnf, /usr/bin/dnf5, \
-         /usr/bin/yum): vzpkg cannot tell which package manager it uses; name one with --backend",
+        "container root {} has neither a dpkg database (/{}) nor dnf, yum or zypper (/usr/bin/dnf, \
+         /usr/bin/dnf5, /usr/bin/yum, /usr/bin/zypper): vzpkg cannot tell which package manager it uses; name one with --backend",
         ct.show(""),
         vzpkg_adapters::apt::dpkg::STATUS
     )

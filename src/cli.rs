@@ -75,7 +75,7 @@ pub enum Command {
         /// One JSON object per line instead of tab-separated columns
         #[arg(long)]
         json: bool,
-        /// The container's package manager (apt, dnf, dnf5, yum) when the root's contents do
+        /// The container's package manager (apt, dnf, dnf5, yum, zypper) when the root's contents do
         /// not tell it
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
@@ -168,7 +168,7 @@ pub struct WrapperArgs {
     /// the masked /proc and the cgroup still apply); see README
     #[arg(long)]
     pub privileged: bool,
-    /// The container's package manager (apt, dnf, dnf5, yum) when the root's contents do not
+    /// The container's package manager (apt, dnf, dnf5, yum, zypper) when the root's contents do not
     /// tell it
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,

@@ -4,6 +4,7 @@
 pub mod dnf;
 pub mod primary;
 pub mod repomd;
+pub mod zypper;
 
 use crate::FileKind;
 

@@ -19,6 +19,9 @@ use nix::sys::stat::Mode;
 const MAX_NAMES_PER_BLOB: u32 = 4;
 /// Links in one view: a full Debian release is about 65,000 packages.
 const MAX_LINKS: usize = 200_000;
+/// Directories deep a package may sit in a view (zypper keeps a repository's own layout:
+/// `Packages/noarch/…`, `x86_64/…`).
+const MAX_DEPTH: usize = 8;
 
 pub struct ViewDir {
     path: PathBuf,
@@ -54,6 +57,34 @@ impl ViewDir {
     /// has its share of names already, a view that is full, and a link the filesystem refuses
     /// are all skipped: the view is a speed-up, and a container's lists only narrow it.
     pub fn link(&mut self, name: &str, blob: &Path) -> Result<()> {
+        self.link_in(None, name, blob)
+    }
+
+    /// Links `blob` at the relative path `path` (`/`-separated plain names), making its
+    /// directories inside the view; a path with any other component is skipped.
+    pub fn link_path(&mut self, path: &str, blob: &Path) -> Result<()> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let Some((name, dirs)) = parts.split_last() else { return Ok(()) };
+        if dirs.len() > MAX_DEPTH || !dirs.iter().all(|d| is_plain_file_name(d)) {
+            tracing::warn!(path = %crate::untrusted::printable(path, 300), "skipping a package with an unsafe path");
+            return Ok(());
+        }
+        let mut dir: Option<OwnedFd> = None;
+        for part in dirs {
+            let at = dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
+            match nix::sys::stat::mkdirat(at, *part, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("making {part} in the view")),
+            }
+            // The view is vzpkg's alone (0700 above it): nothing can swap a directory here, and
+            // NOFOLLOW says so once more.
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            dir = Some(nix::fcntl::openat(at, *part, flags, Mode::empty())?);
+        }
+        self.link_in(dir, name, blob)
+    }
+
+    fn link_in(&mut self, dir: Option<OwnedFd>, name: &str, blob: &Path) -> Result<()> {
         if !is_plain_file_name(name) {
             tracing::warn!(name = %crate::untrusted::printable(name, 300), "skipping a package list entry with an unsafe archive name");
             return Ok(());
@@ -78,7 +109,7 @@ impl ViewDir {
         let link = nix::unistd::linkat(
             nix::fcntl::AT_FDCWD,
             source.as_str(),
-            self.fd.as_fd(),
+            dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd()),
             name,
             AtFlags::AT_SYMLINK_FOLLOW,
         );

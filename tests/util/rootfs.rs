@@ -76,8 +76,9 @@ impl Rootfs {
     }
 
     /// A fresh rpm root at `dir`: the rpm tarball with rpm's database where rpm-based systems
-    /// keep it (/var/lib/rpm, SQLite, made empty here) and one dnf repository at `baseurl`,
-    /// carrying a proxy of its own that nobody answers at, as roots from older caches do.
+    /// keep it (/var/lib/rpm, SQLite, made empty here) and one repository at `baseurl` for dnf
+    /// (carrying a proxy of its own that nobody answers at, as roots from older caches do) and
+    /// for zypper.
     pub fn rpm(dir: &Path, baseurl: &str) -> Rootfs {
         require_root();
         std::fs::create_dir_all(dir).unwrap();
@@ -88,6 +89,12 @@ impl Rootfs {
         std::fs::write(
             dir.join("etc/yum.repos.d/test.repo"),
             format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nproxy=http://10.9.9.9:3128\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("etc/zypp/repos.d")).unwrap();
+        std::fs::write(
+            dir.join("etc/zypp/repos.d/test.repo"),
+            format!("[test]\nname=test\nbaseurl={baseurl}\nenabled=1\nautorefresh=1\ngpgcheck=0\n"),
         )
         .unwrap();
         run(Command::new("rpm").arg("--root").arg(dir).args(["--dbpath", "/var/lib/rpm", "--initdb"]));

@@ -1,5 +1,5 @@
-//! `vzpkg install` and friends in rpm roots driven by dnf, as root: the container's own dnf and
-//! rpm in the sandbox (Debian's, in a Debian root with rpm's database where rpm-based systems
+//! `vzpkg install` and friends in rpm roots driven by dnf and zypper, as root: the container's
+//! own dnf or zypper and rpm in the sandbox (Debian's, in a Debian root with rpm's database where rpm-based systems
 //! keep it), a test repository built with rpmbuild and createrepo_c on a loopback upstream.
 
 use std::path::{Path, PathBuf};
@@ -43,18 +43,26 @@ impl Setup {
     }
 
     fn ok(&self, command: &str, args: &[&str]) -> String {
-        let (code, out, err) = self.run(command, args);
+        self.ok_with("dnf", command, args)
+    }
+
+    fn ok_with(&self, backend: &str, command: &str, args: &[&str]) -> String {
+        let (code, out, err) = self.run_with(backend, command, args);
         assert_eq!(code, 0, "vzpkg {command} {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
         format!("{out}{err}")
     }
 
-    /// `vzpkg COMMAND --backend dnf [args…]`: the test roots are Debian roots with dnf added,
-    /// which vzpkg would take for apt ones.
     fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
+        self.run_with("dnf", command, args)
+    }
+
+    /// `vzpkg COMMAND --backend BACKEND [args…]`: the test roots are Debian roots with dnf and
+    /// zypper added, which vzpkg would take for apt ones.
+    fn run_with(&self, backend: &str, command: &str, args: &[&str]) -> (i32, String, String) {
         let cache = self.proxy.cache_dir.display().to_string();
         let proxy = self.proxy.url();
         let mut argv = vec!["--config", &self.config, "--cache-dir", &cache, "--state-dir", &self.state, command];
-        argv.extend(["--backend", "dnf"]);
+        argv.extend(["--backend", backend]);
         if command != "list" {
             argv.extend(["-y", "--proxy", &proxy]);
         }
@@ -130,6 +138,50 @@ fn a_second_rpm_container_installs_from_its_view_without_downloading() {
     assert_eq!(setup.upstream.count_ending(".rpm"), fetched, "no upstream package download");
     assert_eq!(requests("cache_hits"), hits, "dnf read the packages from the view, not over HTTP");
     assert_eq!(requests("cache_misses"), misses);
+}
+
+#[test]
+fn zypper_installs_removes_upgrades_and_a_second_container_reads_its_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let ct = root.ct();
+    let zypper = |command: &str, args: &[&str]| setup.ok_with("zypper", command, args);
+
+    zypper("update", &[&ct]);
+    let out = zypper("install", &[&ct, "vzt-alpha", "vzt-gamma"]);
+    assert!(
+        out.contains("installed vzt-alpha:noarch 1.0-1") && out.contains("installed vzt-beta:noarch 2.1-1"),
+        "{out}"
+    );
+    assert_eq!(root.rpm_version("vzt-gamma").as_deref(), Some("0.3-1"));
+    assert!(zypper("list", &[&ct]).lines().any(|l| l == "vzt-alpha\t1.0-1\tnoarch"));
+    let out = zypper("remove", &[&ct, "vzt-gamma"]);
+    assert!(out.contains("removed vzt-gamma:noarch 0.3-1"), "{out}");
+    let fetched = setup.upstream.count_ending(".rpm");
+    assert_eq!(fetched, 3);
+
+    // A second container, its metadata refreshed: the packages come from its view.
+    let second = setup.root(&tmp.path().join("ct2"));
+    setup.ok_with("zypper", "update", &[&second.ct()]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let requests = |name| runtime.block_on(counter(&setup.proxy, name));
+    let (hits, misses) = (requests("cache_hits"), requests("cache_misses"));
+    setup.ok_with("zypper", "install", &[&second.ct(), "vzt-alpha"]);
+    assert_eq!(second.rpm_version("vzt-alpha").as_deref(), Some("1.0-1"));
+    assert_eq!(requests("cache_hits"), hits, "zypper read the packages from the view, not over HTTP");
+    assert_eq!(requests("cache_misses"), misses);
+
+    rpm_repo(&setup.repo, &[Pkg::new("vzt-alpha", "1.1", 300_000).depends("vzt-beta")]);
+    zypper("update", &[&ct]);
+    let out = zypper("upgrade", &[&ct]);
+    assert!(out.contains("changed vzt-alpha:noarch 1.0-1 -> 1.1-1"), "{out}");
+    assert_eq!(setup.upstream.count_ending(".rpm"), fetched + 1, "only the new build came from upstream");
+    let kept: Vec<_> = crate::util::walk(&root.path.join("var/cache/zypp/packages"), &[])
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "rpm"))
+        .collect();
+    assert!(kept.is_empty(), "packages were left in the container's cache: {kept:?}");
 }
 
 /// A package whose install waits, inside rpm's transaction, until `gate` (a FIFO inside the
@@ -282,5 +334,5 @@ fn a_root_with_no_known_package_manager_is_refused_with_what_to_do() {
     assert!(err.contains("name one with --backend"), "{err}");
     let (code, _, err) = vzpkg(&["--state-dir", &state, "list", "--backend", "pacman", &ct]);
     assert_ne!(code, 0);
-    assert!(err.contains("unknown backend \"pacman\": use one of apt, dnf, dnf5, yum"), "{err}");
+    assert!(err.contains("unknown backend \"pacman\": use one of apt, dnf, dnf5, yum, zypper"), "{err}");
 }
