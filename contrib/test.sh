@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests drive for real.
 packages=(dpkg-dev apt-utils gzip xz-utils rpm createrepo-c dnf gcc libc6-dev gpg gpg-agent gpgv mmdebstrap python3
-  busybox-static keyutils mount libcap2-bin sqlite3)
+  busybox-static keyutils mount libcap2-bin sqlite3 lxc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,7 +21,9 @@ struct Running {
 impl Running {
     fn start(root: Rootfs) -> Running {
         let mut unshare = Command::new("unshare")
-            .args(["--pid", "--mount", "--net", "--uts", "--fork", "--mount-proc"])
+            // Shared mounts, as LXC and systemd hosts have them: a mount made on a clone of one
+            // would show in the container unless the sandbox makes its copies private.
+            .args(["--pid", "--mount", "--net", "--uts", "--fork", "--mount-proc", "--propagation", "shared"])
             .arg(format!("--root={}", root.path.display()))
             .args(["/bin/sh", "-c", "echo started; exec sleep infinity"])
             .stdout(Stdio::piped())
@@ -220,4 +222,60 @@ fn a_pid_that_is_not_running_or_reused_is_refused() {
         assert_ne!(code, 0, "{bad}");
         assert!(!err.is_empty(), "{bad}");
     }
+}
+
+/// An LXC container under LXC's default path, started with lxc-start; stopped and removed
+/// however the test ends.
+struct Lxc {
+    name: String,
+    dir: std::path::PathBuf,
+    root: Rootfs,
+}
+
+impl Lxc {
+    fn start(source: &str) -> Lxc {
+        let name = format!("vzpkg-test-{}", std::process::id());
+        let dir = Path::new("/var/lib/lxc").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = Rootfs::new(&dir.join("rootfs"), source);
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "lxc.uts.name = {name}\nlxc.rootfs.path = dir:{}\nlxc.net.0.type = empty\n\
+                 lxc.init.cmd = /bin/sleep infinity\nlxc.mount.auto = proc:mixed sys:ro\nlxc.apparmor.profile = unconfined\n",
+                root.path.display()
+            ),
+        )
+        .unwrap();
+        crate::util::run(Command::new("lxc-start").args(["-n", &name, "-d"]));
+        Lxc { name, dir, root }
+    }
+
+    fn pid(&self) -> i32 {
+        crate::util::run(Command::new("lxc-info").args(["-n", &self.name, "-p", "-H"])).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Lxc {
+    fn drop(&mut self) {
+        let _ = Command::new("lxc-stop").args(["-n", &self.name, "-k"]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn an_lxc_container_by_name_gets_the_package_and_keeps_its_mounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let lxc = Lxc::start(&setup.source);
+    let ct = format!("lxc:{}", lxc.name);
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", lxc.pid())).unwrap();
+    setup.ok("update", &[&ct]);
+    let out = setup.ok("install", &[&ct, "vzt-alpha"]);
+    assert!(out.contains("installed vzt-alpha:all 1.0"), "{out}");
+    assert_eq!(lxc.root.installed_version("vzt-alpha").as_deref(), Some("1.0"));
+    // The hostname the package manager saw is the container's.
+    let out = setup.ok("exec", &[&ct, "--", "hostname"]);
+    assert!(out.lines().any(|l| l == lxc.name), "{out}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/mountinfo", lxc.pid())).unwrap(), mounts);
 }

@@ -282,3 +282,49 @@ fn max_time_kills_the_whole_run() {
     assert!(err.contains("took longer than --max-time and was killed"), "{err}");
     assert!(run.guest_processes().is_empty(), "{:?}", run.guest_processes());
 }
+
+/// Unmounts a test's bind mount however the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_root_on_a_shared_mount_gets_no_sandbox_mount_propagated_to_the_host() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::new(tmp.path(), 8, "");
+    // The root on a mount in a shared peer group, as / is on a systemd host.
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    crate::util::run(Command::new("mount").arg("--bind").arg(&shared).arg(&shared));
+    let _mounted = Mounted(shared.clone());
+    crate::util::run(Command::new("mount").arg("--make-shared").arg(&shared));
+    let root = Rootfs::busybox(&shared.join("ct"));
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+
+    // Held open while the host's mount table is read: the sandbox has its /proc, /dev and view
+    // mounted on the root by then.
+    let mut child = run
+        .exec(&root, &[], &["sh", "-c", "cat /proc/self/mountinfo; echo READY; read go"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut inside = String::new();
+    while !inside.ends_with("READY\n") {
+        assert_ne!(out.read_line(&mut inside).unwrap(), 0, "the run ended early: {inside}");
+    }
+    assert!(inside.contains(" /var/cache/apt/archives ") && inside.contains(" /proc "), "{inside}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        host_mounts,
+        "a sandbox mount reached the host"
+    );
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_mounts, "a mount was left on the host");
+}
