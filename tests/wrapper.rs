@@ -546,6 +546,25 @@ fn a_failed_package_manager_run_says_so_with_its_status() {
     assert_eq!(code, 100, "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("apt in") && last.contains("failed with exit status 100"), "last line: {last}\n{err}");
+
+    // A source the proxy is not allowed to reach: the last words name it, what the proxy
+    // answered, and the setting that would allow it.
+    let other = Upstream::start(&tmp.path().join("upstream"));
+    std::fs::write(
+        root.path.join("etc/apt/sources.list.d/other.list"),
+        format!("deb [trusted=yes] {}/debian stable main\n", other.url()),
+    )
+    .unwrap();
+    let (code, _, err) = setup.run("update", &[&root.ct()]);
+    assert_eq!(code, 100, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let status = lines.iter().rposition(|l| l.contains("failed with exit status 100")).expect(&err);
+    let failed = format!("vzpkg: failed: {}/debian", other.url());
+    assert!(lines[..status].iter().rev().take(4).any(|l| l.starts_with(&failed) && l.contains("403")), "{err}");
+    let allow = format!("start the proxy with `--allow-host {}`", other.host());
+    assert!(lines[status..].iter().any(|l| l.contains(&allow)), "{err}");
+    assert!(!lines[status..].iter().any(|l| l.contains("no package changed")), "{err}");
+    assert_eq!(other.total(), 0, "the refused host was reached");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod apt;
 pub mod armor;
 pub mod compress;
+pub mod failed;
 pub mod installed;
 pub mod rpm;
 

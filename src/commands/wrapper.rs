@@ -195,9 +195,18 @@ fn run_recorded(
             Request::Package(_) => backend.name().to_string(),
             _ => "the command".to_string(),
         };
+        say_what_failed(&String::from_utf8_lossy(&outcome.tail));
         eprintln!("vzpkg: {what} in {ct} failed with exit status {}", outcome.code);
     }
     Ok(outcome.code)
+}
+
+/// The sources the package manager's output names as failed, each with what it said (the
+/// proxy's own account of hosts it refused follows, from the audit record).
+fn say_what_failed(output: &str) {
+    for source in vzpkg_adapters::failed::sources(output) {
+        eprintln!("vzpkg: failed: {} ({})", printable(&source.url, 300), printable(&source.reason, 200));
+    }
 }
 
 /// `vzpkg list`'s output: a line (or a JSON object) per package. Written, not println!'d:

@@ -91,6 +91,29 @@ pub struct Outcome {
     /// Each query's standard output (at most [`MAX_CAPTURE`] bytes), in order; `None` for a
     /// query that failed or did not run. Untrusted: the guest's programs wrote it.
     pub queries: Vec<Option<Vec<u8>>>,
+    /// The last bytes the guest wrote to its terminal or its output streams (at most
+    /// [`MAX_TAIL`]), for the wrapper to tell what failed. Untrusted.
+    pub tail: Vec<u8>,
+}
+
+/// The most of the guest's output kept as its tail.
+pub const MAX_TAIL: usize = 64 << 10;
+
+/// The end of the guest's output, kept while it is copied out.
+#[derive(Clone, Default)]
+pub struct Tail(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>);
+
+impl Tail {
+    pub fn keep(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.extend(&bytes[bytes.len().saturating_sub(MAX_TAIL)..]);
+        let over = kept.len().saturating_sub(MAX_TAIL);
+        kept.drain(..over);
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner())).into()
+    }
 }
 
 /// One command of a run.

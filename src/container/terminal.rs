@@ -48,13 +48,15 @@ impl Drop for RawMode {
 
 /// Copies the operator's keystrokes to the pty and its output back, in background threads;
 /// they end when the pty's last slave is gone.
-pub fn relay(master: OwnedFd) -> Result<()> {
+pub fn relay(master: OwnedFd, tail: crate::container::sandbox::Tail) -> Result<std::thread::JoinHandle<()>> {
     let mut from_pty = std::fs::File::from(master.try_clone()?);
     let mut to_pty = std::fs::File::from(master);
-    std::thread::spawn(move || {
+    let output = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let mut stdout = std::io::stdout();
+        // Ends when no process holds the pty's other side any more.
         while let Ok(n @ 1..) = from_pty.read(&mut buf) {
+            tail.keep(&buf[..n]);
             if stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()).is_err() {
                 break;
             }
@@ -63,5 +65,5 @@ pub fn relay(master: OwnedFd) -> Result<()> {
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin(), &mut to_pty);
     });
-    Ok(())
+    Ok(output)
 }

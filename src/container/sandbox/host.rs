@@ -14,7 +14,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use super::messages::{self, Message};
-use super::{keeper, GuestStdio, GuestStreams, Outcome, Spec, MAX_CAPTURE};
+use super::{keeper, GuestStdio, GuestStreams, Outcome, Spec, Tail, MAX_CAPTURE};
 use crate::container::cgroup::RunCgroup;
 use crate::container::syscall::assert_single_threaded;
 use crate::container::{relay, terminal, Kind};
@@ -55,10 +55,11 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
         ForkResult::Parent { child } => child,
     };
     drop((keeper_end, guest));
-    let streams = host_side.serve();
+    let tail = Tail::default();
+    let streams = host_side.serve(&tail);
     let captured: Vec<JoinHandle<Vec<u8>>> = captured
         .into_iter()
-        .map(|read| std::thread::spawn(move || copy_out(read, Some(MAX_CAPTURE), &mut std::io::sink())))
+        .map(|read| std::thread::spawn(move || copy_out(read, Some(MAX_CAPTURE), None, &mut std::io::sink())))
         .collect();
     let mut query_codes = vec![None; captured.len()];
 
@@ -98,7 +99,7 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     let Some((code, oom, timed_out)) = ended else {
         bail!("the sandbox's keeper for {} ended without a word", spec.name);
     };
-    Ok(Outcome { code, oom, timed_out, queries })
+    Ok(Outcome { code, oom, timed_out, queries, tail: tail.take() })
 }
 
 /// The host's ends of the guest's standard streams.
@@ -111,25 +112,28 @@ enum HostStdio {
 /// The threads serving the guest's streams while it runs.
 struct Streams {
     _raw: Option<terminal::RawMode>,
-    copies: Vec<JoinHandle<Vec<u8>>>,
+    copies: Vec<JoinHandle<()>>,
     terminal: bool,
 }
 
 impl HostStdio {
-    fn serve(self) -> Streams {
+    fn serve(self, tail: &Tail) -> Streams {
         match self {
             HostStdio::Terminal(master) => {
                 let raw = terminal::RawMode::enter();
-                let _ = terminal::relay(master);
-                Streams { _raw: Some(raw), copies: Vec::new(), terminal: true }
+                let copies = terminal::relay(master, tail.clone()).into_iter().collect();
+                Streams { _raw: Some(raw), copies, terminal: true }
             }
             HostStdio::Pipes([stdin, stdout, stderr]) => {
                 // Not joined: it may wait on vzpkg's stdin forever, and ends with the process.
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::fs::File::from(stdin));
                 });
-                let out = std::thread::spawn(move || copy_out(stdout, None, &mut std::io::stdout()));
-                let err = std::thread::spawn(move || copy_out(stderr, None, &mut std::io::stderr()));
+                let (out_tail, err_tail) = (tail.clone(), tail.clone());
+                let out =
+                    std::thread::spawn(move || drop(copy_out(stdout, None, Some(out_tail), &mut std::io::stdout())));
+                let err =
+                    std::thread::spawn(move || drop(copy_out(stderr, None, Some(err_tail), &mut std::io::stderr())));
                 Streams { _raw: None, copies: vec![out, err], terminal: false }
             }
         }
@@ -151,9 +155,10 @@ impl Streams {
     }
 }
 
-/// Copies a guest stream to `to`, or keeps up to `capture` bytes of it. Past the bound, or when
-/// `to` is closed, the rest is read and dropped, so the guest never blocks on a full pipe.
-fn copy_out(from: OwnedFd, capture: Option<usize>, to: &mut impl Write) -> Vec<u8> {
+/// Copies a guest stream to `to` (keeping its end in `tail`), or keeps up to `capture` bytes of
+/// it. Past the bound, or when `to` is closed, the rest is read and dropped, so the guest never
+/// blocks on a full pipe.
+fn copy_out(from: OwnedFd, capture: Option<usize>, tail: Option<Tail>, to: &mut impl Write) -> Vec<u8> {
     let mut from = std::fs::File::from(from);
     let mut kept = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -165,6 +170,9 @@ fn copy_out(from: OwnedFd, capture: Option<usize>, to: &mut impl Write) -> Vec<u
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if let Some(tail) = &tail {
+            tail.keep(&buf[..n]);
+        }
         match capture {
             Some(max) => kept.extend_from_slice(&buf[..n.min(max.saturating_sub(kept.len()))]),
             None if writing => writing = to.write_all(&buf[..n]).and_then(|()| to.flush()).is_ok(),
