@@ -71,8 +71,8 @@ pub const NAMES: &[&str] = &["apt", "dnf", "dnf5", "yum", "zypper"];
 pub fn detect(ct: &Container, named: Option<&str>) -> Result<Box<dyn Backend>> {
     match named {
         Some("apt") => return Ok(Box::new(apt::Apt)),
-        Some(name @ ("dnf" | "dnf5" | "yum")) => return Ok(Box::new(dnf::Dnf::named(ct, name)?)),
-        Some("zypper") => return Ok(Box::new(zypper::Zypper)),
+        Some(name @ ("dnf" | "dnf5" | "yum")) => return Ok(Box::new(rpm::Rpm(dnf::Dnf::named(ct, name)?))),
+        Some("zypper") => return Ok(Box::new(rpm::Rpm(zypper::Zypper))),
         Some(other) => bail!("unknown backend {other:?}: use one of {}", NAMES.join(", ")),
         None => {}
     }
@@ -80,10 +80,10 @@ pub fn detect(ct: &Container, named: Option<&str>) -> Result<Box<dyn Backend>> {
         return Ok(Box::new(apt::Apt));
     }
     if let Some(dnf) = dnf::Dnf::detect(ct)? {
-        return Ok(Box::new(dnf));
+        return Ok(Box::new(rpm::Rpm(dnf)));
     }
     if zypper::Zypper::detect(ct)? {
-        return Ok(Box::new(zypper::Zypper));
+        return Ok(Box::new(rpm::Rpm(zypper::Zypper)));
     }
     bail!(
         "container root {} has neither a dpkg database (/{}) nor dnf, yum or zypper (/usr/bin/dnf, \

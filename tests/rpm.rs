@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{rpm_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::{counter, run, vzpkg, ProxyProcess, Upstream};
@@ -250,17 +251,6 @@ fn rpm_locks_are_waited_for_and_stale_berkeley_db_files_cleared_when_nothing_hol
     assert_eq!(root.rpm_version("vzt-blocker").as_deref(), Some("1-1"));
 }
 
-/// sha256 and mode of every blob in the store.
-fn store_snapshot(cache: &Path) -> Vec<(PathBuf, String)> {
-    let mut blobs: Vec<_> = crate::util::walk(&cache.join("blobs"), &[])
-        .into_iter()
-        .filter(|(_, m)| m.is_file())
-        .map(|(p, _)| (p.clone(), crate::util::sha256(&std::fs::read(&p).unwrap())))
-        .collect();
-    blobs.sort();
-    blobs
-}
-
 #[test]
 fn an_rpm_container_cannot_change_the_store_nor_reach_the_host_through_a_symlinked_cache() {
     let tmp = tempfile::tempdir().unwrap();
@@ -307,19 +297,8 @@ fn from_an_rpm_container_only_the_proxy_is_reachable() {
     let setup = Setup::new(tmp.path());
     let root = setup.root(&tmp.path().join("ct"));
     let (up, proxy) = (setup.upstream.addr.port().to_string(), setup.proxy.addr.port().to_string());
-    let probe = r#"use IO::Socket::INET;
-        for my $p (@ARGV) {
-            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $p, Timeout => 5);
-            print "port $p ", ($s ? "open" : "closed"), "\n";
-        }
-        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 3142) or die "relay: $!";
-        print $s "GET /_vzpkg/status HTTP/1.0\r\n\r\n";
-        my $line = <$s>;
-        print "relay says $line";"#;
-    let out = setup.ok("exec", &[&root.ct(), "--", "perl", "-e", probe, &up, &proxy]);
-    assert!(out.contains(&format!("port {up} closed")), "the test upstream is reachable:\n{out}");
-    assert!(out.contains(&format!("port {proxy} closed")), "the host's proxy port is reachable directly:\n{out}");
-    assert!(out.contains("relay says HTTP/1.0 200"), "the proxy does not answer through the relay:\n{out}");
+    let out = setup.ok("exec", &[&root.ct(), "--", "perl", "-e", NETWORK_PROBE, &up, &proxy]);
+    assert_only_the_relay_answers(&out, &[&up, &proxy]);
 }
 
 #[test]

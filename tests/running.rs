@@ -4,15 +4,17 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::{vzpkg, ProxyProcess, Upstream};
 
 /// A container started with unshare(1): its init is `sleep infinity`, pid 1 of its namespace.
 struct Running {
-    unshare: Child,
+    /// unshare(1)'s host pid, a child of this test process.
+    unshare: i32,
     /// The init's host pid.
     pid: i32,
     root: Rootfs,
@@ -20,21 +22,78 @@ struct Running {
 
 impl Running {
     fn start(root: Rootfs) -> Running {
-        let mut unshare = Command::new("unshare")
+        Self::start_in_user_namespace(root, None)
+    }
+
+    /// With `base`, in a user namespace of its own mapping 0..65536 to `base..`, as an
+    /// unprivileged LXC container is (the maps written from here, as LXC does, so that no
+    /// /etc/subuid entry is needed).
+    fn start_in_user_namespace(root: Rootfs, base: Option<u32>) -> Running {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        // Everything the child needs is made before the fork: the test process has threads, so
+        // the child makes system calls only.
+        let argv: Vec<CString> = [
+            "unshare",
+            "--pid",
+            "--mount",
+            "--net",
+            "--uts",
+            "--fork",
+            "--mount-proc",
             // Shared mounts, as LXC and systemd hosts have them: a mount made on a clone of one
             // would show in the container unless the sandbox makes its copies private.
-            .args(["--pid", "--mount", "--net", "--uts", "--fork", "--mount-proc", "--propagation", "shared"])
-            .arg(format!("--root={}", root.path.display()))
-            .args(["/bin/sh", "-c", "echo started; exec sleep infinity"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(unshare.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line, "started\n");
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
-        let pid = children.trim().parse().unwrap();
-        Running { unshare, pid, root }
+            "--propagation",
+            "shared",
+            &format!("--root={}", root.path.display()),
+            "/bin/sh",
+            "-c",
+            "echo started; exec sleep infinity",
+        ]
+        .iter()
+        .map(|a| CString::new(*a).unwrap())
+        .collect();
+        let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        let program = CString::new("/usr/bin/unshare").unwrap();
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+        let (go_r, go_w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes system calls on what was prepared above, then execs.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => unsafe {
+                libc::dup2(out_w.as_raw_fd(), 1);
+                if base.is_some() {
+                    let mut byte = 0u8;
+                    if libc::unshare(libc::CLONE_NEWUSER) != 0
+                        || libc::write(ready_w.as_raw_fd(), b"u".as_ptr().cast(), 1) != 1
+                        || libc::read(go_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1
+                        || libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(0, 0, 0) != 0
+                        || libc::setresuid(0, 0, 0) != 0
+                    {
+                        libc::_exit(126);
+                    }
+                }
+                libc::execv(program.as_ptr(), pointers.as_ptr());
+                libc::_exit(127)
+            },
+            nix::unistd::ForkResult::Parent { child } => {
+                drop((out_w, ready_w, go_r));
+                if let Some(base) = base {
+                    assert_eq!(nix::unistd::read(&ready_r, &mut [0u8; 1]).unwrap(), 1);
+                    let map = format!("0 {base} 65536\n");
+                    std::fs::write(format!("/proc/{child}/uid_map"), &map).unwrap();
+                    std::fs::write(format!("/proc/{child}/gid_map"), &map).unwrap();
+                }
+                nix::unistd::write(&go_w, b"g").unwrap();
+                let mut line = String::new();
+                BufReader::new(std::fs::File::from(out_r)).read_line(&mut line).unwrap();
+                assert_eq!(line, "started\n", "the container did not start");
+                let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child)).unwrap();
+                Running { unshare: child.as_raw(), pid: children.trim().parse().unwrap(), root }
+            }
+        }
     }
 
     fn ct(&self) -> String {
@@ -49,7 +108,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
-        let _ = self.unshare.wait();
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.unshare), None);
     }
 }
 
@@ -152,39 +211,16 @@ fn a_running_container_reaches_only_the_proxy_and_cannot_change_the_store() {
     let ct = setup.container(&tmp.path().join("ct"));
     setup.ok("update", &[&ct.ct()]);
     setup.ok("install", &[&ct.ct(), "vzt-alpha"]);
-    let blobs = |cache: &Path| {
-        let mut all: Vec<_> = crate::util::walk(&cache.join("blobs"), &[])
-            .into_iter()
-            .filter(|(_, m)| m.is_file())
-            .map(|(p, _)| (p.clone(), crate::util::sha256(&std::fs::read(&p).unwrap())))
-            .collect();
-        all.sort();
-        all
-    };
-    let before = blobs(&setup.proxy.cache_dir);
+    let before = store_snapshot(&setup.proxy.cache_dir);
     let script = r#"cd /var/cache/apt/archives || exit 9
         for f in *.deb; do echo junk >> "$f"; chmod 777 "$f"; rm -f "$f"; echo replaced > "$f"; done
         true"#;
     setup.ok("exec", &[&ct.ct(), "--", "sh", "-c", script]);
-    assert_eq!(blobs(&setup.proxy.cache_dir), before, "the shared store changed");
+    assert_eq!(store_snapshot(&setup.proxy.cache_dir), before, "the shared store changed");
 
     let (up, proxy) = (setup.upstream.addr.port().to_string(), setup.proxy.addr.port().to_string());
-    let probe = r#"use IO::Socket::INET;
-        for my $p (@ARGV) {
-            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $p, Timeout => 5);
-            print "port $p ", ($s ? "open" : "closed"), "\n";
-        }
-        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 3142) or die "relay: $!";
-        print $s "GET /_vzpkg/status HTTP/1.0\r\n\r\n";
-        my $line = <$s>;
-        print "relay says $line";
-        open(my $dev, "<", "/proc/net/dev") or die;
-        while (<$dev>) { print "iface $1\n" if /^\s*(\w+):/ }"#;
-    let out = setup.ok("exec", &[&ct.ct(), "--", "perl", "-e", probe, &up, &proxy]);
-    assert!(out.contains(&format!("port {up} closed")) && out.contains(&format!("port {proxy} closed")), "{out}");
-    assert!(out.contains("relay says HTTP/1.0 200"), "{out}");
-    let interfaces: Vec<_> = out.lines().filter_map(|l| l.strip_prefix("iface ")).collect();
-    assert_eq!(interfaces, ["lo"], "{out}");
+    let out = setup.ok("exec", &[&ct.ct(), "--", "perl", "-e", NETWORK_PROBE, &up, &proxy]);
+    assert_only_the_relay_answers(&out, &[&up, &proxy]);
 }
 
 #[test]
@@ -278,4 +314,43 @@ fn an_lxc_container_by_name_gets_the_package_and_keeps_its_mounts() {
     let out = setup.ok("exec", &[&ct, "--", "hostname"]);
     assert!(out.lines().any(|l| l == lxc.name), "{out}");
     assert_eq!(std::fs::read_to_string(format!("/proc/{}/mountinfo", lxc.pid())).unwrap(), mounts);
+}
+
+/// Shifts every owner in `root` up by `base`, as an unprivileged container's root is stored
+/// (modes restored: chown clears setuid bits).
+fn shift_owners(root: &Path, base: u32) {
+    // Each directory once (as it is walked), each file and symlink once.
+    let script = r#"
+import os, sys
+b = int(sys.argv[2])
+for d, dirs, files in os.walk(sys.argv[1]):
+    links = [x for x in dirs if os.path.islink(os.path.join(d, x))]
+    for p in [d] + [os.path.join(d, f) for f in files + links]:
+        st = os.lstat(p)
+        os.lchown(p, st.st_uid + b, st.st_gid + b)
+        if not os.path.islink(p):
+            os.chmod(p, st.st_mode & 0o7777)
+"#;
+    crate::util::run(Command::new("python3").args(["-c", script]).arg(root).arg(base.to_string()));
+}
+
+#[test]
+fn a_container_with_its_own_user_namespace_keeps_its_id_mapping() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let base = 300_000;
+    let root = Rootfs::new(&tmp.path().join("ct"), &setup.source);
+    shift_owners(&root.path, base);
+    let ct = Running::start_in_user_namespace(root, Some(base));
+    setup.ok("update", &[&ct.ct()]);
+    let out = setup.ok("install", &[&ct.ct(), "vzt-alpha"]);
+    assert!(out.contains("installed vzt-alpha:all 1.0"), "{out}");
+    let data = ct.root.path.join("usr/share/vzt-alpha/data");
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base, base), "the container's root is {base} on disk");
+    let status = std::fs::metadata(ct.root.path.join("var/lib/dpkg/status")).unwrap();
+    assert_eq!(status.uid(), base);
+    let out = setup.ok("exec", &[&ct.ct(), "--", "sh", "-c", "id -u; stat -c %u /usr/share/vzt-alpha/data"]);
+    assert!(out.lines().filter(|l| *l == "0").count() == 2, "inside, root and its files are 0:\n{out}");
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::{counter, vzpkg, ProxyProcess, Upstream};
@@ -133,22 +134,6 @@ fn a_second_container_installs_from_the_view_without_downloading() {
     assert_eq!(requests("cache_misses"), misses);
 }
 
-/// sha256 and mode of every blob in the store.
-fn store_snapshot(cache: &Path) -> Vec<(String, String, u32)> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut blobs = Vec::new();
-    for shard in std::fs::read_dir(cache.join("blobs")).unwrap() {
-        for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            let path = blob.unwrap().path();
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            blobs.push((name, crate::util::sha256(&std::fs::read(&path).unwrap()), mode));
-        }
-    }
-    blobs.sort();
-    blobs
-}
-
 #[test]
 fn the_container_cannot_change_the_shared_store_or_remount_the_view() {
     let tmp = tempfile::tempdir().unwrap();
@@ -223,24 +208,8 @@ fn only_the_proxy_is_reachable_from_inside() {
     let setup = Setup::new(tmp.path());
     let root = setup.root(&tmp.path().join("ct"));
     let (up_port, proxy_port) = (setup.upstream.addr.port().to_string(), setup.proxy.addr.port().to_string());
-    let probe = r#"use IO::Socket::INET;
-        for my $p (@ARGV) {
-            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $p, Timeout => 5);
-            print "port $p ", ($s ? "open" : "closed"), "\n";
-        }
-        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 3142) or die "relay: $!";
-        print $s "GET /_vzpkg/status HTTP/1.0\r\n\r\n";
-        my $line = <$s>;
-        print "relay says $line";
-        open(my $dev, "<", "/proc/net/dev") or die;
-        while (<$dev>) { print "iface $1\n" if /^\s*(\w+):/ }"#;
-    let out = setup.ok("exec", &[&root.ct(), "--", "perl", "-e", probe, &up_port, &proxy_port, "22", "80"]);
-    assert!(out.contains(&format!("port {up_port} closed")), "the test upstream is reachable:\n{out}");
-    assert!(out.contains(&format!("port {proxy_port} closed")), "the host's proxy port is reachable directly:\n{out}");
-    assert!(out.contains("port 22 closed") && out.contains("port 80 closed"), "{out}");
-    assert!(out.contains("relay says HTTP/1.0 200"), "the proxy does not answer through the relay:\n{out}");
-    let interfaces: Vec<_> = out.lines().filter_map(|l| l.strip_prefix("iface ")).collect();
-    assert_eq!(interfaces, ["lo"], "{out}");
+    let out = setup.ok("exec", &[&root.ct(), "--", "perl", "-e", NETWORK_PROBE, &up_port, &proxy_port, "22", "80"]);
+    assert_only_the_relay_answers(&out, &[&up_port, &proxy_port, "22", "80"]);
 }
 
 #[test]

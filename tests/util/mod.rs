@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod gpg;
+pub mod inside;
 pub mod proxy;
 pub mod repo;
 pub mod rootfs;
