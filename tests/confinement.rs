@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use crate::util::repo::{deb_index, deb_repo, Pkg};
 use crate::util::rootfs::{require_root, Rootfs};
+use crate::util::running::Running;
 use crate::util::{run, sha256, ProxyProcess, Upstream};
 
 /// The probe, compiled with `gcc -static` once per test run.
@@ -38,19 +39,39 @@ fn token() -> String {
     sha256(seed.as_bytes())[..24].to_string()
 }
 
-/// A busybox root with the probe as /bin/probe and a hostname of its own.
+/// How vzpkg reaches the hostile container: every attack is tried both ways.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// `dir:ROOT`: the sandbox's own namespaces.
+    Stopped,
+    /// `pid:N` of the root started in namespaces of its own: the sandbox joins its pid, ipc and
+    /// uts namespaces.
+    Running,
+}
+
+/// A busybox root with the probe as /bin/probe and a hostname of its own, stopped or running.
 struct Hostile {
     root: Rootfs,
     hostname: String,
+    running: Option<Running>,
 }
 
 impl Hostile {
-    fn new(dir: &Path) -> Hostile {
+    fn new(dir: &Path, reach: Reach) -> Hostile {
         let root = Rootfs::busybox(dir);
         std::fs::copy(probe_binary(), dir.join("bin/probe")).unwrap();
         let hostname = format!("ct-{}", token());
         std::fs::write(dir.join("etc/hostname"), format!("{hostname}\n")).unwrap();
-        Hostile { root, hostname }
+        let running = match reach {
+            Reach::Stopped => None,
+            Reach::Running => Some(Running::start(Rootfs { path: root.path.clone() })),
+        };
+        Hostile { root, hostname, running }
+    }
+
+    /// As vzpkg takes it.
+    fn ct(&self) -> String {
+        self.running.as_ref().map_or_else(|| self.root.ct(), Running::ct)
     }
 }
 
@@ -86,9 +107,9 @@ impl Vzpkg {
         cmd
     }
 
-    /// `vzpkg exec dir:ROOT -- ARGV`, not started.
-    fn exec(&self, root: &Rootfs, argv: &[&str]) -> Command {
-        let mut args = vec![root.ct(), "--".to_string()];
+    /// `vzpkg exec CT -- ARGV`, not started.
+    fn exec(&self, ct: &str, argv: &[&str]) -> Command {
+        let mut args = vec![ct.to_string(), "--".to_string()];
         args.extend(argv.iter().map(|a| a.to_string()));
         self.command("exec", &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
@@ -111,7 +132,7 @@ fn output_text(out: &Output, must_succeed: bool) -> String {
 fn probe(vz: &Vzpkg, root: &Hostile, subcommand: &str, args: &[&str]) -> String {
     let mut argv = vec!["probe", subcommand];
     argv.extend(args);
-    let out = output_text(&vz.exec(&root.root, &argv).output().unwrap(), false);
+    let out = output_text(&vz.exec(&root.ct(), &argv).output().unwrap(), false);
     assert_started(&out, subcommand);
     out
 }
@@ -158,13 +179,12 @@ fn path_in_filesystem(path: &Path) -> (String, PathBuf) {
     (fstype, relative)
 }
 
-#[test]
-fn a_file_handle_does_not_open_the_host_filesystem() {
+fn a_file_handle_does_not_open_the_host_filesystem(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let secret = format!("host-secret-{}", token());
     std::fs::write(tmp.path().join("host-secret"), &secret).unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let (fstype, relative) = path_in_filesystem(&tmp.path().join("host-secret"));
     assert_eq!(fstype, "ext4", "the probe builds an ext4 file handle: run the tests with TMPDIR on ext4");
 
@@ -174,11 +194,10 @@ fn a_file_handle_does_not_open_the_host_filesystem() {
     assert_denied(&out, "open_by_handle_at");
 }
 
-#[test]
-fn a_global_sysctl_cannot_be_written() {
+fn a_global_sysctl_cannot_be_written(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let before = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
     let out = probe(&Vzpkg::new(tmp.path()), &root, "sysctl", &[]);
     assert_nothing_leaked(&out);
@@ -197,11 +216,10 @@ impl Drop for HostKey {
     }
 }
 
-#[test]
-fn the_host_users_keyring_cannot_be_read() {
+fn the_host_users_keyring_cannot_be_read(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let (description, secret) = (format!("vzpkg-test-{}", token()), format!("key-secret-{}", token()));
     let serial = run(Command::new("keyctl").args(["add", "user", &description, &secret, "@u"])).trim().to_string();
     let _key = HostKey { serial: serial.clone() };
@@ -215,11 +233,10 @@ fn the_host_users_keyring_cannot_be_read() {
     }
 }
 
-#[test]
-fn proc_1_exe_is_not_the_host_vzpkg_binary() {
+fn proc_1_exe_is_not_the_host_vzpkg_binary(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let host = std::fs::metadata(env!("CARGO_BIN_EXE_vzpkg")).unwrap();
     let out = probe(&Vzpkg::new(tmp.path()), &root, "exe", &[]);
     let got = results(&out, "/proc/1/exe");
@@ -254,11 +271,10 @@ fn device_numbers(dev: u64) -> [String; 2] {
     [nix::sys::stat::major(dev).to_string(), nix::sys::stat::minor(dev).to_string()]
 }
 
-#[test]
-fn a_block_device_made_inside_cannot_be_read() {
+fn a_block_device_made_inside_cannot_be_read(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     // The disk the host's root filesystem is on (which the host may itself be barred from
     // reading, as in some VMs), and a loop device whose content the test knows.
     let secret = format!("disk-secret-{}", token());
@@ -281,25 +297,23 @@ fn a_block_device_made_inside_cannot_be_read() {
     }
 }
 
-#[test]
-fn sysrq_trigger_cannot_be_written() {
+fn sysrq_trigger_cannot_be_written(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let out = probe(&Vzpkg::new(tmp.path()), &root, "sysrq", &[]);
     assert_nothing_leaked(&out);
     assert_denied(&out, "sysrq-trigger");
 }
 
-#[test]
-fn no_host_descriptor_is_visible_inside() {
+fn no_host_descriptor_is_visible_inside(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     // A pipe vzpkg inherits at fd 5: whatever the caller had open must not reach the guest.
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let pipe = format!("pipe:[{}]", nix::sys::stat::fstat(&write_end).unwrap().st_ino);
-    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.root, &["probe", "fds"]);
+    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.ct(), &["probe", "fds"]);
     let fd = write_end.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -320,13 +334,12 @@ fn no_host_descriptor_is_visible_inside() {
     assert!(reachable.is_empty(), "host descriptors inside ({pipe} is the caller's): {reachable:#?}\n{out}");
 }
 
-#[test]
-fn pid_1_does_not_lead_to_the_host() {
+fn pid_1_does_not_lead_to_the_host(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let marker = format!("host-marker-{}", token());
     std::fs::write(tmp.path().join("host-marker"), &marker).unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let host_path = tmp.path().join("host-marker").display().to_string();
     let out = probe(&Vzpkg::new(tmp.path()), &root, "pid1", &["host-marker", &host_path]);
 
@@ -343,25 +356,23 @@ fn pid_1_does_not_lead_to_the_host() {
     assert_denied(&out, "/proc/1/mem");
 }
 
-#[test]
-fn the_host_environment_is_not_visible_inside() {
+fn the_host_environment_is_not_visible_inside(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let secret = format!("env-secret-{}", token());
-    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.root, &["probe", "environ"]);
+    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.ct(), &["probe", "environ"]);
     let out = output_text(&cmd.env("VZPKG_TEST_SECRET", &secret).output().unwrap(), false);
     assert_started(&out, "environ");
     assert!(out.lines().any(|l| l.starts_with("environ ")), "the probe saw no process at all:\n{out}");
     assert!(!out.contains(&secret), "vzpkg's environment is readable inside:\n{out}");
 }
 
-#[test]
-fn signals_from_inside_reach_nothing_outside() {
+fn signals_from_inside_reach_nothing_outside(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
-    let vzpkg = Vzpkg::new(tmp.path()).exec(&root.root, &["probe", "signals"]);
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
+    let vzpkg = Vzpkg::new(tmp.path()).exec(&root.ct(), &["probe", "signals"]);
     // The caller of vzpkg: a shell in a process group of its own (never the test's), which
     // says which signals it got.
     let script = "for s in USR1 USR2 TERM HUP; do trap \"echo got $s\" $s; done
@@ -394,11 +405,10 @@ fn pending_input(tty: &OwnedFd) -> Vec<u8> {
     }
 }
 
-#[test]
-fn keystrokes_cannot_be_pushed_into_the_callers_terminal() {
+fn keystrokes_cannot_be_pushed_into_the_callers_terminal(reach: Reach) {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let root = Hostile::new(&tmp.path().join("ct"));
+    let root = Hostile::new(&tmp.path().join("ct"), reach);
     let pty = nix::pty::openpty(None, None).unwrap();
     // Raw, so that any byte pushed shows, not only whole lines.
     let mut mode = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
@@ -406,7 +416,7 @@ fn keystrokes_cannot_be_pushed_into_the_callers_terminal() {
     nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &mode).unwrap();
 
     // The terminal is stdin only, as in `vzpkg exec … | less`.
-    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.root, &["probe", "tiocsti"]);
+    let mut cmd = Vzpkg::new(tmp.path()).exec(&root.ct(), &["probe", "tiocsti"]);
     let out = cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap())).output().unwrap();
     let out = output_text(&out, false);
     assert_started(&out, "tiocsti");
@@ -471,7 +481,7 @@ fn hostile_package_names_create_nothing_outside_the_view() {
         .unwrap();
 
     // A second container whose lists name that very file under names that are paths.
-    let hostile = Hostile::new(&tmp.path().join("ct2"));
+    let hostile = Hostile::new(&tmp.path().join("ct2"), Reach::Stopped);
     let ct2 = &hostile.root.path;
     let up = "../".repeat(24);
     let names = [
@@ -496,7 +506,7 @@ fn hostile_package_names_create_nothing_outside_the_view() {
     let (tmp_before, ct2_before) = (std::fs::read_dir(tmp.path()).unwrap().count(), listing(ct2));
     let blob_before = std::fs::metadata(&blob).unwrap();
 
-    let mut run = served.vz.exec(&hostile.root, &["sh", "-c", "echo probe: start view; ls -a /var/cache/apt/archives"]);
+    let mut run = served.vz.exec(&hostile.ct(), &["sh", "-c", "echo probe: start view; ls -a /var/cache/apt/archives"]);
     let out = output_text(&run.output().unwrap(), false);
     let mut wrong: Vec<String> =
         outside.iter().filter(|p| p.exists()).map(|p| format!("{} was created on the host", p.display())).collect();
@@ -581,7 +591,7 @@ fn ownership_and_file_capabilities_on_disk_are_what_the_guest_set() {
     let root = Rootfs::new(&tmp.path().join("ct"), &served.source);
 
     let script = "touch /x && mkdir /d && chown 1234:1234 /d && echo probe: start owners";
-    let out = output_text(&served.vz.exec(&root, &["sh", "-c", script]).output().unwrap(), true);
+    let out = output_text(&served.vz.exec(&root.ct(), &["sh", "-c", script]).output().unwrap(), true);
     assert_started(&out, "owners");
     let owner = |rel: &str| {
         let meta = std::fs::metadata(root.path.join(rel)).unwrap();
@@ -612,3 +622,35 @@ fn ownership_and_file_capabilities_on_disk_are_what_the_guest_set() {
     );
     assert_eq!(installed_files(&root.path, &packages), expected, "owners, modes or file capabilities differ");
 }
+
+/// Each attack above, against a stopped root and against a running container.
+macro_rules! both_reaches {
+    ($($attack:ident),* $(,)?) => {
+        mod stopped_root {
+            $(#[test]
+            fn $attack() {
+                super::$attack(super::Reach::Stopped)
+            })*
+        }
+        mod running_container {
+            $(#[test]
+            fn $attack() {
+                super::$attack(super::Reach::Running)
+            })*
+        }
+    };
+}
+
+both_reaches!(
+    a_file_handle_does_not_open_the_host_filesystem,
+    a_global_sysctl_cannot_be_written,
+    the_host_users_keyring_cannot_be_read,
+    proc_1_exe_is_not_the_host_vzpkg_binary,
+    a_block_device_made_inside_cannot_be_read,
+    sysrq_trigger_cannot_be_written,
+    no_host_descriptor_is_visible_inside,
+    pid_1_does_not_lead_to_the_host,
+    the_host_environment_is_not_visible_inside,
+    signals_from_inside_reach_nothing_outside,
+    keystrokes_cannot_be_pushed_into_the_callers_terminal,
+);

@@ -9,6 +9,7 @@ pub mod inside;
 pub mod proxy;
 pub mod repo;
 pub mod rootfs;
+pub mod running;
 pub mod upstream;
 
 use std::path::Path;

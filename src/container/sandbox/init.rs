@@ -39,6 +39,19 @@ const KEEP: &[Capability] = &[
     Capability::CAP_NET_BIND_SERVICE,
 ];
 
+/// Signals the keeper ignores and a running container's sandbox shields itself from; a
+/// command always starts with their default dispositions.
+const GUEST_SIGNALS: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGPIPE,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
+
 /// Runs pid 1 in the cloned child; never returns.
 pub fn run(spec: &Spec, control: OwnedFd, stdio: GuestStdio) -> ! {
     let sys = Linux;
@@ -56,10 +69,17 @@ pub fn run(spec: &Spec, control: OwnedFd, stdio: GuestStdio) -> ! {
 fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio) -> Result<()> {
     sys.set_parent_death_signal()?;
     sys.set_dumpable(false)?;
-    // The keeper ignores these; the guest's commands must get them as usual.
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPIPE] {
-        // SAFETY: SIG_DFL installs no handler code.
-        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
+    // In a running container this process is not its pid namespace's init, which the kernel
+    // shields from its members' signals: the guest (root of the same user namespace) could end
+    // its own run's reaper with a `kill -1`. It ignores what can be ignored; each command gets
+    // the default dispositions back before it runs.
+    let disposition = match spec.kind {
+        Kind::StoppedRoot => nix::sys::signal::SigHandler::SigDfl,
+        Kind::Running { .. } => nix::sys::signal::SigHandler::SigIgn,
+    };
+    for signal in GUEST_SIGNALS {
+        // SAFETY: SIG_DFL and SIG_IGN install no handler code.
+        unsafe { nix::sys::signal::signal(*signal, disposition) }?;
     }
     // The container root's handle, the view, the lock file, the keeper's sockets: all closed
     // before anything else happens here.
@@ -295,6 +315,10 @@ fn become_command(
     env: &[CString],
 ) -> std::io::Error {
     let steps = || -> std::io::Result<()> {
+        for signal in GUEST_SIGNALS {
+            // SAFETY: SIG_DFL installs no handler code.
+            unsafe { nix::sys::signal::signal(*signal, nix::sys::signal::SigHandler::SigDfl) }?;
+        }
         sys.setsid()?;
         match &stdio.streams {
             GuestStreams::Terminal(pty) => sys.attach_terminal(pty.as_fd())?,
