@@ -185,4 +185,20 @@ mod tests {
         assert!(!cache.path().join("views/escaped.deb").exists());
         assert_eq!(std::fs::metadata(&blob).unwrap().permissions().mode() & 0o7777, 0o444);
     }
+
+    #[test]
+    fn nested_paths_are_made_of_plain_names_only() {
+        let cache = tempfile::tempdir().unwrap();
+        let blob = cache.path().join("blob");
+        std::fs::write(&blob, b"rpm").unwrap();
+        let mut view = ViewDir::create(cache.path()).unwrap();
+        let too_deep = format!("{}x.rpm", "d/".repeat(MAX_DEPTH + 1));
+        for bad in ["../x.rpm", "Packages/../../x.rpm", "/abs/x.rpm", "Packages/.hidden/x.rpm", "a//x.rpm", &too_deep] {
+            view.link_path(bad, &blob).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&view.path).unwrap().count(), 0, "an unsafe path made something");
+        view.link_path("Packages/noarch/x-1-1.noarch.rpm", &blob).unwrap();
+        assert!(view.path.join("Packages/noarch/x-1-1.noarch.rpm").is_file());
+        assert!(!cache.path().join("x.rpm").exists() && !cache.path().join("views/x.rpm").exists());
+    }
 }
