@@ -623,6 +623,30 @@ fn ownership_and_file_capabilities_on_disk_are_what_the_guest_set() {
     assert_eq!(installed_files(&root.path, &packages), expected, "owners, modes or file capabilities differ");
 }
 
+#[test]
+fn on_a_host_whose_mounts_are_shared_a_run_leaves_no_mount_there() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Hostile::new(&tmp.path().join("ct"), Reach::Stopped);
+    // systemd makes every mount shared, and a copy of a shared mount is its peer: what the run
+    // mounts on its copy of the root (/proc, /dev, the views) would appear under the root on
+    // the host, and stay. The test's host is a mount namespace of its own, made shared.
+    let exec = Vzpkg::new(tmp.path()).exec(&root.ct(), &["sh", "-c", "echo inside"]);
+    let script = r#"mount --make-rshared / && "$@"; echo "vzpkg exited $?"; cat /proc/self/mountinfo"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "unchanged", "sh", "-c", script, "sh"])
+        .arg(exec.get_program())
+        .args(exec.get_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = output_text(&out, true);
+    assert!(out.contains("inside\n") && out.contains("vzpkg exited 0"), "{out}");
+    let root_path = root.root.path.display().to_string();
+    let left: Vec<_> = out.lines().filter(|l| l.contains(&root_path)).collect();
+    assert!(left.is_empty(), "the run left mounts on the host: {left:#?}");
+}
+
 /// Each attack above, against a stopped root and against a running container.
 macro_rules! both_reaches {
     ($($attack:ident),* $(,)?) => {

@@ -315,3 +315,32 @@ fn a_root_with_no_known_package_manager_is_refused_with_what_to_do() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown backend \"pacman\": use one of apt, dnf, dnf5, yum, zypper"), "{err}");
 }
+
+#[test]
+fn a_lying_flooding_or_hanging_rpm_query_is_bounded_and_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path());
+    let root = setup.root(&tmp.path().join("ct"));
+    let rpm = root.path.join("usr/bin/rpm");
+    // The container's rpm answers the query with terminal escapes, then hundreds of MiB more
+    // than vzpkg keeps: the guest must not block on a full pipe, and the host must not keep it.
+    let flood = "#!/bin/sh\n\
+        printf 'evil\\033]0;pwned\\007\\033[2J\\tx86_64\\t1-1\\n'\n\
+        yes 'vzt-flood\tx86_64\t1.0-1' | head -c 300000000\n\
+        echo flood-done >&2\n";
+    std::fs::write(&rpm, flood).unwrap();
+    std::fs::set_permissions(&rpm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, out, err) = setup.run("list", &[&root.ct()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("flood-done"), "the guest's rpm did not get to write all it wanted: {err}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "raw terminal escapes in the list: {out:?}");
+    let names: Vec<_> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{out:?}");
+    assert!(names.contains(&"vzt-flood") && names.iter().any(|n| n.starts_with("evil\\x{1b}")), "{out:?}");
+
+    // An rpm that never answers: the run ends at --max-time, and says the set is unknown.
+    std::fs::write(&rpm, "#!/bin/sh\nexec sleep infinity\n").unwrap();
+    let (code, _, err) = setup.run("exec", &["--max-time", "5", &root.ct(), "--", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("longer than --max-time") && err.contains("could not be read"), "{err}");
+}

@@ -141,6 +141,19 @@ fn clear_stale(ct: &Container) -> Result<Option<String>> {
         }
         let dir =
             ct.open_in(db, OFlag::O_RDONLY | OFlag::O_DIRECTORY).with_context(|| format!("opening {}", ct.show(db)))?;
+        // The host removes them on the container root's behalf: only where that root could
+        // itself, in a directory of its own — not in one of the host's that a running container
+        // mounted there.
+        let root_uid = ct.own_ids.map_or(0, |ids| ids.uid_base);
+        let owner = nix::sys::stat::fstat(&dir)?.st_uid;
+        if owner != root_uid {
+            bail!(
+                "{} belongs to uid {owner}, not to the container's root (uid {root_uid} on the host): stale Berkeley \
+                 DB files ({}) are left as they are",
+                ct.show(db),
+                stale.join(", ")
+            );
+        }
         let mut files = Vec::new();
         for name in ct.names_in(db, 4096, |_| true)? {
             if let Ok(st) = nix::sys::stat::fstatat(&dir, name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {

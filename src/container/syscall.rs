@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sched::CloneFlags;
@@ -48,13 +48,18 @@ pub trait Syscall {
     fn make_mounts_private(&self) -> io::Result<()>;
     /// A new, detached filesystem (fsopen + fsconfig + fsmount) with mount attributes `attrs`.
     fn new_filesystem(&self, fstype: &str, options: &[(&str, &str)], attrs: u64) -> io::Result<OwnedFd>;
-    /// A detached copy (OPEN_TREE_CLONE) of the mount at `path` below `dir` ("" for `dir` itself).
+    /// A detached copy (OPEN_TREE_CLONE) of the mount at `path` below `dir` ("" for `dir` itself),
+    /// made private: a copy of a shared mount would otherwise be its peer, and whatever the
+    /// sandbox mounts on it (/proc, /dev, the views) would appear in the host's or the
+    /// container's mount namespace — and stay there.
     fn clone_tree(&self, dir: BorrowedFd, path: &str) -> io::Result<OwnedFd>;
-    /// The same with every mount below `dir` (`AT_RECURSIVE`); `dir` must be in this process's
-    /// mount namespace.
+    /// The same with every mount below `dir` (`AT_RECURSIVE`), all private; `dir` must be in
+    /// this process's mount namespace.
     fn clone_tree_recursive(&self, dir: BorrowedFd) -> io::Result<OwnedFd>;
     /// Sets attributes on a detached tree; `userns` makes it an idmapped mount.
     fn set_mount_attrs(&self, tree: BorrowedFd, attrs: u64, userns: Option<BorrowedFd>) -> io::Result<()>;
+    /// Sets attributes on every mount of a detached tree.
+    fn set_tree_attrs(&self, tree: BorrowedFd, attrs: u64) -> io::Result<()>;
     /// Attaches the detached `tree` on the directory or file `target` (a descriptor, never a path).
     fn attach(&self, tree: BorrowedFd, target: BorrowedFd) -> io::Result<()>;
     /// Makes `root` the root: pivot_root, then detaches the old root from the namespace.
@@ -201,7 +206,9 @@ impl Syscall for Linux {
             flags |= OpenTreeFlags::AT_EMPTY_PATH;
         }
         flags |= OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
-        Ok(open_tree(dir, path, flags)?)
+        let tree = open_tree(dir, path, flags)?;
+        mount_setattr(tree.as_fd(), true, 0, MS_PRIVATE, None)?;
+        Ok(tree)
     }
 
     fn clone_tree_recursive(&self, dir: BorrowedFd) -> io::Result<OwnedFd> {
@@ -210,35 +217,17 @@ impl Syscall for Linux {
             | OpenTreeFlags::OPEN_TREE_CLOEXEC
             | OpenTreeFlags::AT_EMPTY_PATH
             | OpenTreeFlags::AT_RECURSIVE;
-        Ok(open_tree(dir, "", flags)?)
+        let tree = open_tree(dir, "", flags)?;
+        mount_setattr(tree.as_fd(), true, 0, MS_PRIVATE, None)?;
+        Ok(tree)
     }
 
     fn set_mount_attrs(&self, tree: BorrowedFd, attrs: u64, userns: Option<BorrowedFd>) -> io::Result<()> {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let arg = MountAttr {
-            attr_set: attrs,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns.map(|fd| fd.as_raw_fd() as u64).unwrap_or(0),
-        };
-        // SAFETY: mount_setattr reads `arg` (of the size given) and the empty path.
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &arg as *const MountAttr,
-                size_of::<MountAttr>(),
-            )
-        })?;
-        Ok(())
+        mount_setattr(tree, false, attrs, 0, userns)
+    }
+
+    fn set_tree_attrs(&self, tree: BorrowedFd, attrs: u64) -> io::Result<()> {
+        mount_setattr(tree, true, attrs, 0, None)
     }
 
     fn attach(&self, tree: BorrowedFd, target: BorrowedFd) -> io::Result<()> {
@@ -382,6 +371,46 @@ impl Syscall for Linux {
     }
 }
 
+/// `MS_PRIVATE` (linux/mount.h), as `mount_setattr` takes it.
+const MS_PRIVATE: u64 = 1 << 18;
+
+/// `mount_setattr` on the detached tree `tree`: `attrs` set, `propagation` changed unless 0,
+/// idmapped through `userns`; on every mount of the tree when `recursive`.
+fn mount_setattr(
+    tree: BorrowedFd,
+    recursive: bool,
+    attrs: u64,
+    propagation: u64,
+    userns: Option<BorrowedFd>,
+) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let arg = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation,
+        userns_fd: userns.map(|fd| fd.as_raw_fd() as u64).unwrap_or(0),
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr reads `arg` (of the size given) and the empty path.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &arg as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
 /// Forking or setns into a mount namespace is only sound in a single-threaded process.
 pub fn assert_single_threaded() {
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
@@ -475,6 +504,9 @@ pub mod recording {
         }
         fn set_mount_attrs(&self, _tree: BorrowedFd, attrs: u64, userns: Option<BorrowedFd>) -> io::Result<()> {
             self.log(format!("set_mount_attrs {attrs:#x} idmap={}", userns.is_some()))
+        }
+        fn set_tree_attrs(&self, _tree: BorrowedFd, attrs: u64) -> io::Result<()> {
+            self.log(format!("set_tree_attrs {attrs:#x}"))
         }
         fn attach(&self, _tree: BorrowedFd, _target: BorrowedFd) -> io::Result<()> {
             self.log("attach".into())

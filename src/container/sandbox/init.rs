@@ -156,10 +156,6 @@ pub fn build_root(
     sys.mkdir_at(scratch.as_fd(), "root", 0o755)?;
     let place = sys.open_beneath(scratch.as_fd(), "root", dir)?;
     sys.attach(root.as_fd(), place.as_fd()).context("attaching the container root")?;
-    // A clone of a shared mount (a systemd host's /, a container's mounts) is a peer of the
-    // original: what is mounted on it would show in the host's or the container's namespace.
-    // Made private before anything is mounted on it.
-    sys.make_mounts_private().context("making the container root's mounts private")?;
     // From here `root` is the attached root: every path inside it is resolved from it.
     procfs::mount(sys, root.as_fd(), host_dev.as_fd(), proc, own_user_namespace)?;
     dev::build(sys, root.as_fd(), host_dev.as_fd())?;
@@ -187,7 +183,6 @@ fn mount_view(
     }
     let lower_place = sys.open_beneath(scratch, &lower, dir)?;
     sys.attach(view.as_fd(), lower_place.as_fd()).context("attaching the view")?;
-    sys.make_mounts_private().context("making the view's mount private")?;
     let upper = sys.open_beneath(scratch, &upper, dir)?;
     let work = sys.open_beneath(scratch, &work, dir)?;
     let place = make_dirs(sys, root, target).with_context(|| format!("making /{target} in the container"))?;
@@ -377,9 +372,6 @@ mod tests {
         assert!(calls[0].starts_with("open_beneath dev"), "{calls:#?}");
         assert!(sys.position("new_filesystem tmpfs [(\"mode\", \"0700\")]") < sys.position("mkdir_at root"));
         assert!(sys.position("open_beneath proc") > sys.position("mkdir_at root"));
-        // The root's mounts are private before anything is mounted on them.
-        assert!(sys.position("make_private") > sys.position("mkdir_at root"));
-        assert!(sys.position("make_private") < sys.position("new_filesystem proc"));
         assert!(sys.position("new_filesystem proc") < sys.position("new_filesystem tmpfs [(\"mode\", \"0755\")"));
         assert!(sys.position("new_filesystem overlay") > sys.position("new_filesystem devpts"));
         assert_eq!(calls.last().unwrap(), "pivot_into", "the pivot comes last: {calls:#?}");

@@ -149,7 +149,12 @@ fn hand_over(
     cgroup.add(pid)?;
 
     let (root, proc) = match taken {
-        Some((root, proc)) => (root, Some(proc)),
+        Some((root, proc)) => {
+            // The container's own mounts come along, and a device node on any of them would open
+            // here: the run is outside the container's device cgroup.
+            sys.set_tree_attrs(root.as_fd(), attr::NODEV).context("making the container's mounts nodev")?;
+            (root, Some(proc))
+        }
         None => (sys.clone_tree(spec.root.as_fd(), "").context("cloning the container root's mount")?, None),
     };
     let userns_fd = userns.as_ref().map(|u| u.as_fd());
