@@ -79,6 +79,10 @@ pub enum Command {
         /// not tell it
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
+        /// For a container whose package database only its own tools read: kill the query after
+        /// this many seconds [default: 300]
+        #[arg(long, value_name = "SECS")]
+        max_time: Option<u64>,
     },
     /// Run a command in the same sandbox (debugging, scripts)
     Exec {

@@ -58,10 +58,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             wrapper::run(&ct, Request::Package(Operation::Upgrade(packages)), &args, &file)
         }
         Command::Update { ct, args } => wrapper::run(&ct, Request::Package(Operation::Update), &args, &file),
-        Command::List { ct, json, backend } => {
+        Command::List { ct, json, backend, max_time } => {
             // The proxy is never reached by a list; the sandbox a query runs in still wants one.
             let proxy = "http://127.0.0.1:3142".to_string();
-            wrapper::run(&ct, Request::List, &cli::WrapperArgs { json, backend, proxy, ..Default::default() }, &file)
+            wrapper::run(
+                &ct,
+                Request::List,
+                &cli::WrapperArgs { json, backend, proxy, max_time, ..Default::default() },
+                &file,
+            )
         }
         Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),
         Command::Audit(args) => commands::audit::run(args, &file),

@@ -343,4 +343,7 @@ fn a_lying_flooding_or_hanging_rpm_query_is_bounded_and_escaped() {
     let (code, _, err) = setup.run("exec", &["--max-time", "5", &root.ct(), "--", "true"]);
     assert_ne!(code, 0);
     assert!(err.contains("longer than --max-time") && err.contains("could not be read"), "{err}");
+    let (code, _, err) = setup.run("list", &["--max-time", "5", &root.ct()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("did not list its packages within 5 s"), "{err}");
 }

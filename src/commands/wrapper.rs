@@ -19,6 +19,9 @@ use crate::container::sandbox::{self, Confinement, GuestCommand, Spec, ViewMount
 use crate::container::Container;
 use crate::untrusted::printable;
 
+/// The longest a `list` that runs the container's own query may take.
+const LIST_MAX_SECS: u64 = 300;
+
 /// What the operator asked for.
 pub enum Request {
     Package(Operation),
@@ -69,7 +72,11 @@ fn run_recorded(
         None if args.privileged || file.sandbox.privileged => (Confinement::Privileged, false),
         None => (Confinement::Unprivileged(IdRange::resolve(file.sandbox.id_base)?), true),
     };
-    let sandbox = |commands: Vec<GuestCommand>, views: &[backend::View], env: Vec<(String, String)>, pty: bool| {
+    let sandbox = |commands: Vec<GuestCommand>,
+                   views: &[backend::View],
+                   env: Vec<(String, String)>,
+                   pty: bool,
+                   max_time: Option<u64>| {
         let spec = Spec {
             name: ct,
             kind: container.kind,
@@ -83,7 +90,7 @@ fn run_recorded(
             proxy,
             pty,
             limits: file.sandbox.limits(),
-            max_time: args.max_time.map(Duration::from_secs),
+            max_time: max_time.map(Duration::from_secs),
         };
         sandbox::run(&spec)
     };
@@ -98,9 +105,16 @@ fn run_recorded(
                     &[],
                     backend.env(true, false, &inside_proxy),
                     false,
+                    // The container's rpm could hang: a list is always bounded in time.
+                    Some(args.max_time.unwrap_or(LIST_MAX_SECS)),
                 )?;
                 match outcome.queries.first() {
                     Some(Some(output)) => backend.parse_query(output),
+                    _ if outcome.timed_out => bail!(
+                        "{} in {ct} did not list its packages within {} s (--max-time)",
+                        backend.query()[0],
+                        args.max_time.unwrap_or(LIST_MAX_SECS)
+                    ),
                     _ => bail!(
                         "{} in {ct} could not list its packages (exit status {})",
                         backend.query()[0],
@@ -158,7 +172,7 @@ fn run_recorded(
         env.push(("TERM".to_string(), term));
     }
     // Any terminal of the operator's is kept from the guest: it gets a pty of its own.
-    let outcome = sandbox(commands, &views, env, terminal.iter().any(|&t| t))?;
+    let outcome = sandbox(commands, &views, env, terminal.iter().any(|&t| t), args.max_time)?;
     audit.outcome(&outcome);
     audit.views(&views);
     drop(views);
