@@ -27,6 +27,13 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
         Kind::StoppedRoot => None,
     };
     let cgroup = RunCgroup::create(&run_name, &spec.limits, under).context("creating the run's cgroup")?;
+    // The container's cgroup was read by pid: it was the init's only if the init still lives.
+    if let Some(init) = spec.init {
+        if !crate::container::running::alive(init.as_fd()) {
+            cgroup.kill_and_remove();
+            bail!("the init of {} exited: the container stopped", spec.name);
+        }
+    }
     let (host_end, keeper_end) = messages::pair().context("creating the sandbox's control socket")?;
     let (streams, host_side) = if spec.pty {
         let pty = terminal::open()?;
