@@ -65,9 +65,9 @@ fn reader_at_most<'a>(
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         // Every stream of a multi-stream file, as xz(1) reads it.
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| ParseError::Decompress(e.to_string()))?,
-        ),
+        Compression::Zstd => {
+            Box::new(ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| ParseError::Decompress(e.to_string()))?)
+        }
         Compression::Bzip2 => return Err(ParseError::Unsupported("bzip2-compressed index")),
     };
     Ok(Box::new(BufReader::with_capacity(64 << 10, Capped { inner: decoded, left: cap })))
