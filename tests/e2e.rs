@@ -9,6 +9,7 @@ mod confinement;
 mod contrib;
 mod proxy;
 mod prune;
+mod scale;
 mod sandbox;
 mod security;
 mod verify;
