@@ -147,12 +147,15 @@ for i, suite in enumerate(suites):
             open(f"{root}/pool/main/p/probe/probe_1_all.deb", "wb").write(deb)
             out.write(f"Package: probe\nVersion: 1\nArchitecture: all\nFilename: pool/main/p/probe/probe_1_all.deb\n"
                       f"Size: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\nDescription: probe\n\n")
-    subprocess.run(["xz", "-T0", "-3", f"{bin_dir}/Packages"], check=True)
+    subprocess.run(["xz", "-T0", "-3", "-k", f"{bin_dir}/Packages"], check=True)
 EOF
+    # Release lists the uncompressed Packages too, as Debian's do (apt looks for that name);
+    # only Packages.xz is served.
     for suite in one two three four; do
       (cd "$repo/dists/$suite" && apt-ftparchive -o APT::FTPArchive::Release::Suite=$suite \
         -o APT::FTPArchive::Release::Codename=$suite -o APT::FTPArchive::Release::Architectures=amd64 \
-        -o APT::FTPArchive::Release::Components=main release . >"$work/Release" && mv "$work/Release" Release)
+        -o APT::FTPArchive::Release::Components=main release . >"$work/Release" && mv "$work/Release" Release &&
+        rm main/binary-amd64/Packages)
     done
     (cd "$repo" && exec python3 -m http.server 0 --bind 127.0.0.1 >"$work/up.log" 2>&1) &
     until grep -q "port" "$work/up.log" 2>/dev/null; do sleep 0.1; done

@@ -1082,35 +1082,26 @@ impl Writer {
                 Write::Learn { source, source_blob, rows, done } => {
                     let generation = self.ids.generation(&tx, source, *source_blob)?;
                     let (mut verified, mut dropped) = (0, 0);
+                    let mut update = tx.prepare_cached(
+                        "UPDATE known SET sha256 = ?3, size = ?4, role = ?5, generation = ?6 WHERE dir = ?1 AND name = ?2",
+                    )?;
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO known (dir, name, sha256, size, role, generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    let mut unsettled =
+                        tx.prepare_cached("SELECT blob, size FROM entries WHERE key = ?1 AND verified = 0")?;
                     for row in rows {
                         let (dir, name) = split_key(&row.key);
                         let dir = self.ids.dir(&tx, dir)?;
                         let size = row.size.map(|s| s as i64);
-                        let updated = tx
-                            .prepare_cached(
-                                "UPDATE known SET sha256 = ?3, size = ?4, role = ?5, generation = ?6
-                                 WHERE dir = ?1 AND name = ?2",
-                            )?
-                            .execute(params![dir, name, row.sha256, size, row.role.code(), generation])?;
-                        if updated == 0 {
-                            tx.prepare_cached(
-                                "INSERT INTO known (dir, name, sha256, size, role, generation)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            )?
-                            .execute(params![
-                                dir,
-                                name,
-                                row.sha256,
-                                size,
-                                row.role.code(),
-                                generation
-                            ])?;
+                        let values = params![dir, name, row.sha256, size, row.role.code(), generation];
+                        if update.execute(values)? == 0 {
+                            insert.execute(values)?;
                             known += 1;
                         }
                         touched.expected.push(row.key.clone());
                         // An entry stored before its index was known is settled now.
-                        let stored = tx
-                            .prepare_cached("SELECT blob, size FROM entries WHERE key = ?1 AND verified = 0")?
+                        let stored = unsettled
                             .query_row([&row.key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u64>(1)?)))
                             .optional()?;
                         let Some((blob, size)) = stored else { continue };
