@@ -9,6 +9,7 @@
 #   debian     bookworm, trixie and sid (main contrib non-free; amd64 and arm64) from the Debian
 #              mirror this machine's own apt sources name (needs the network)
 #   hits       cache hits of a small .deb (wrk, 64 connections, 10 s), the binaries interleaved
+#   learning   the same while the proxy learns the synthetic repository (apt-get update at once)
 #
 # VZPKG=path/to/vzpkg is measured (default: a release build of this checkout); OLD=path/to/vzpkg
 # is measured the same way beside it, for a before/after. Installs what it needs (wrk, xz-utils,
@@ -120,13 +121,11 @@ measure() {
     "$(mib "$restart_rss")" "$(mib $((db / 1024)))" $((db / (known > 0 ? known : 1)))
 }
 
-echo "" >"$work/empty.toml"
-for mode in "${modes[@]}"; do
-  case $mode in
-  synthetic)
-    echo "== synthetic: 1,000,000 packages in 4 suites, apt-get update through the proxy (forward mode) =="
-    repo=$work/repo
-    python3 - "$repo" <<'EOF'
+# synthetic_repo: generates the million-package repository once and serves it; sets repo, up, port.
+synthetic_repo() {
+  [ -n "${up:-}" ] && return
+  repo=$work/repo
+  python3 - "$repo" <<'EOF'
 import hashlib, os, subprocess, sys
 root = sys.argv[1]
 suites = ["one", "two", "three", "four"]
@@ -138,29 +137,37 @@ for i, suite in enumerate(suites):
             version = f"{i + 1}.{n}-1"
             sha = hashlib.sha256(f"{suite} {n}".encode()).hexdigest()
             out.write(f"Package: pkg{n}\nVersion: {version}\nArchitecture: amd64\n"
-                      f"Maintainer: t <t@example.org>\nInstalled-Size: 10\n"
-                      f"Filename: pool/main/p/src{n // 4}/pkg{n}_{version}_amd64.deb\nSize: {1000 + n}\n"
-                      f"SHA256: {sha}\nDescription: synthetic package {n}\n\n")
+                        f"Maintainer: t <t@example.org>\nInstalled-Size: 10\n"
+                        f"Filename: pool/main/p/src{n // 4}/pkg{n}_{version}_amd64.deb\nSize: {1000 + n}\n"
+                        f"SHA256: {sha}\nDescription: synthetic package {n}\n\n")
         if suite == suites[-1]:
             deb = b"probe\n"
             os.makedirs(f"{root}/pool/main/p/probe", exist_ok=True)
             open(f"{root}/pool/main/p/probe/probe_1_all.deb", "wb").write(deb)
             out.write(f"Package: probe\nVersion: 1\nArchitecture: all\nFilename: pool/main/p/probe/probe_1_all.deb\n"
-                      f"Size: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\nDescription: probe\n\n")
+                        f"Size: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\nDescription: probe\n\n")
     subprocess.run(["xz", "-T0", "-3", "-k", f"{bin_dir}/Packages"], check=True)
 EOF
-    # Release lists the uncompressed Packages too, as Debian's do (apt looks for that name);
-    # only Packages.xz is served.
-    for suite in one two three four; do
-      (cd "$repo/dists/$suite" && apt-ftparchive -o APT::FTPArchive::Release::Suite=$suite \
-        -o APT::FTPArchive::Release::Codename=$suite -o APT::FTPArchive::Release::Architectures=amd64 \
-        -o APT::FTPArchive::Release::Components=main release . >"$work/Release" && mv "$work/Release" Release &&
-        rm main/binary-amd64/Packages)
-    done
-    (cd "$repo" && exec python3 -m http.server 0 --bind 127.0.0.1 >"$work/up.log" 2>&1) &
-    until grep -q "port" "$work/up.log" 2>/dev/null; do sleep 0.1; done
-    port=$(grep -o 'port [0-9]*' "$work/up.log" | head -1 | cut -d' ' -f2)
-    up=http://127.0.0.1:$port
+  # Release lists the uncompressed Packages too, as Debian's do (apt looks for that name);
+  # only Packages.xz is served.
+  for suite in one two three four; do
+    (cd "$repo/dists/$suite" && apt-ftparchive -o APT::FTPArchive::Release::Suite=$suite \
+      -o APT::FTPArchive::Release::Codename=$suite -o APT::FTPArchive::Release::Architectures=amd64 \
+      -o APT::FTPArchive::Release::Components=main release . >"$work/Release" && mv "$work/Release" Release &&
+      rm main/binary-amd64/Packages)
+  done
+  (cd "$repo" && exec python3 -m http.server 0 --bind 127.0.0.1 >"$work/up.log" 2>&1) &
+  until grep -q "port" "$work/up.log" 2>/dev/null; do sleep 0.1; done
+  port=$(grep -o 'port [0-9]*' "$work/up.log" | head -1 | cut -d' ' -f2)
+  up=http://127.0.0.1:$port
+}
+
+echo "" >"$work/empty.toml"
+for mode in "${modes[@]}"; do
+  case $mode in
+  synthetic)
+    echo "== synthetic: 1,000,000 packages in 4 suites, apt-get update through the proxy (forward mode) =="
+    synthetic_repo
     sources=$(for s in one two three four; do echo "deb [trusted=yes] $up $s main"; done)
     for b in "${bins[@]}"; do
       measure "${b%%=*}" "${b#*=}" amd64 "$sources" "$up/pool/main/p/probe/probe_1_all.deb" "--allow-host 127.0.0.1:$port"
@@ -199,8 +206,32 @@ EOF
       done
     done
     ;;
+  learning)
+    echo "== cache hits of a 42 KiB .deb during apt-get update of the synthetic repository (wrk -t2 -c64 -d10s) =="
+    synthetic_repo
+    head -c 43008 /dev/urandom >"$repo/pool/main/p/probe/small_1_all.deb"
+    sources=$(for s in one two three four; do echo "deb [trusted=yes] $up $s main"; done)
+    for round in 1 2; do
+      for b in "${bins[@]}"; do
+        rm -rf "$work/learn-${b%%=*}" "$work/apt-learn"
+        start_proxy "${b#*=}" "$work/learn-${b%%=*}" --allow-host "127.0.0.1:$port" --remap "r=$up"
+        url="http://$proxy_addr/r/pool/main/p/probe/small_1_all.deb"
+        curl -sf -o /dev/null "$url"
+        apt_tree "$work/apt-learn" amd64 "$sources"
+        apt_update "$work/apt-learn" &
+        apt_pid=$!
+        # Once the first index is being learned.
+        until grep -q Packages "$work/apt.log" 2>/dev/null; do sleep 0.05; done
+        printf '%-4s round %d: ' "${b%%=*}" "$round"
+        wrk -t2 -c64 -d10s --latency "$url" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%s req/s, p99 %s", r, p}'
+        wait "$apt_pid"
+        echo " (update done; peak $(mib "$(kib VmHWM "$proxy_pid")") MiB)"
+        stop_proxy
+      done
+    done
+    ;;
   *)
-    echo "unknown mode $mode (synthetic, debian, hits)" >&2
+    echo "unknown mode $mode (synthetic, debian, hits, learning)" >&2
     exit 2
     ;;
   esac
