@@ -332,6 +332,10 @@ struct Hot {
     epoch: AtomicU64,
     gate: RwLock<()>,
     tallies: Tallies,
+    /// Writes sent to the writer, and writes it has committed (or failed): equal when a flush
+    /// has nothing to wait for.
+    sent: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Hot {
@@ -451,6 +455,8 @@ impl Catalog {
             epoch: AtomicU64::new(0),
             gate: RwLock::new(()),
             tallies: Tallies::default(),
+            sent: AtomicU64::new(0),
+            done: AtomicU64::new(0),
         });
         let writer = Writer::new(conn, hot.clone())?;
         let (sender, queue) = mpsc::channel();
@@ -473,16 +479,12 @@ impl Catalog {
     }
 
     /// Every entry, as of now (everything sent so far committed first). Blocking.
-    pub fn entries(&self) -> Vec<(String, Entry)> {
+    pub fn entries(&self) -> Result<Vec<(String, Entry)>> {
         self.flush();
-        let read = self.readers.with(|conn| {
+        self.readers.with(|conn| {
             let mut stmt = conn.prepare(&format!("SELECT key, {ENTRY_COLUMNS} FROM entries"))?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, entry_at(r, 1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
-        });
-        read.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cache index read failed");
-            Vec::new()
         })
     }
 
@@ -490,13 +492,13 @@ impl Catalog {
     pub fn refresh_failed(&self, key: &str, reason: &str) {
         let failure = RefreshFailure { key: key.to_string(), at: now_secs(), reason: reason.to_string() };
         self.failures.write().unwrap().insert(key.to_string(), failure.clone());
-        let _ = self.writer.send(Write::RefreshFailed(failure));
+        let _ = self.send(Write::RefreshFailed(failure));
     }
 
     /// An index was fetched or confirmed: any failure recorded for it is over.
     pub fn refresh_succeeded(&self, key: &str) {
         if self.failures.write().unwrap().remove(key).is_some() {
-            let _ = self.writer.send(Write::RefreshOk(key.to_string()));
+            let _ = self.send(Write::RefreshOk(key.to_string()));
         }
     }
 
@@ -509,7 +511,7 @@ impl Catalog {
 
     pub fn record_prune(&self, last: LastPrune, report: String) {
         *self.last_prune.write().unwrap() = Some(last.clone());
-        let _ = self.writer.send(Write::Pruned(last, report));
+        let _ = self.send(Write::Pruned(last, report));
     }
 
     pub fn last_prune(&self) -> Option<LastPrune> {
@@ -548,7 +550,7 @@ impl Catalog {
             self.hot.pending_len.store(pending.len(), Ordering::SeqCst);
             self.hot.entries.insert(key.to_string(), value);
         });
-        let _ = self.writer.send(write(seq));
+        let _ = self.send(write(seq));
     }
 
     pub fn put(&self, key: &str, entry: Entry) {
@@ -661,7 +663,7 @@ impl Catalog {
     }
 
     pub fn hit(&self, key: &str) {
-        let _ = self.writer.send(Write::Hit(key.to_string(), now_secs()));
+        let _ = self.send(Write::Hit(key.to_string(), now_secs()));
     }
 
     pub fn remove(&self, key: &str) {
@@ -679,10 +681,18 @@ impl Catalog {
         false
     }
 
+    fn send(&self, write: Write) -> std::result::Result<(), mpsc::SendError<Write>> {
+        self.hot.sent.fetch_add(1, Ordering::SeqCst);
+        self.writer.send(write)
+    }
+
     /// Waits until everything sent so far is committed. Blocking.
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
-        if self.writer.send(Write::Flush(done)).is_ok() {
+        if self.hot.done.load(Ordering::SeqCst) >= self.hot.sent.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.send(Write::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
     }
@@ -741,7 +751,7 @@ impl Catalog {
     /// Blocking.
     pub fn forget(&self, generations: Vec<i64>) -> u64 {
         let (done, wait) = mpsc::channel();
-        if self.writer.send(Write::Forget { generations, done }).is_err() {
+        if self.send(Write::Forget { generations, done }).is_err() {
             return 0;
         }
         wait.recv().unwrap_or(0)
@@ -836,7 +846,7 @@ impl Learner<'_> {
         self.learned.files += rows.len();
         let (done, wait) = mpsc::channel();
         let write = Write::Learn { source: self.source.clone(), source_blob: self.source_blob, rows, done };
-        if self.catalog.writer.send(write).is_ok() {
+        if self.catalog.send(write).is_ok() {
             self.in_flight.push_back(wait);
         }
     }
@@ -859,7 +869,7 @@ impl Learner<'_> {
         self.send();
         while !self.in_flight.is_empty() {
             if !self.wait_one() {
-                return Err(Error::Index(rusqlite::Error::InvalidQuery));
+                return Err(Error::Store(std::io::Error::other("the catalog's writer failed; see the log")));
             }
         }
         Ok(self.learned)
@@ -977,6 +987,7 @@ impl Writer {
                 }
             }
             self.settle_caches(&touched);
+            self.hot.done.fetch_add(batch.len() as u64, Ordering::SeqCst);
             for answer in answers {
                 answer();
             }
@@ -1134,9 +1145,13 @@ impl Writer {
                         gone += tx.execute(&format!("DELETE FROM known WHERE generation IN ({marks})"), ids())? as u64;
                         tx.execute(&format!("DELETE FROM generations WHERE id IN ({marks})"), ids())?;
                     }
+                    // Directories no row names any more go too.
+                    tx.execute_batch(
+                        "DELETE FROM dirs WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.dir = dirs.id)",
+                    )?;
                     known -= gone;
                     touched.forgot = true;
-                    self.ids.generations.clear();
+                    self.ids = Ids::default();
                     let done = done.clone();
                     answered.push(Box::new(move || {
                         let _ = done.send(gone);

@@ -110,7 +110,7 @@ pub(crate) fn prune(
             REFRESH_HOLD.as_secs() / 3600
         )));
     }
-    let entries = catalog.entries();
+    let entries = catalog.entries()?;
     let mut report = Report { dry_run: options.dry_run, before: store.usage(), ..Report::default() };
     let mut plan: Vec<(String, u64, Reason)> = Vec::new();
     let mut planned: HashSet<String> = HashSet::new();
@@ -253,7 +253,7 @@ impl Cap {
         let mut left = self.store.usage().bytes;
         let mut freed = Count::default();
         let mut keys_of: HashMap<String, Vec<String>> = HashMap::new();
-        for (key, entry) in self.catalog.entries() {
+        for (key, entry) in self.catalog.entries()? {
             keys_of.entry(entry.blob).or_default().push(key);
         }
         for c in self.store.candidates() {
