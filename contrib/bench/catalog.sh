@@ -31,7 +31,7 @@ fi
 modes=("$@")
 ((${#modes[@]})) || modes=(synthetic hits)
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 bins=("new=$VZPKG")
 [ -n "${OLD:-}" ] && bins+=("old=$OLD")
 
@@ -77,6 +77,7 @@ APT::Architectures { $list};
 APT::Sandbox::User "root";
 Acquire::Languages "none";
 Debug::NoLocking "true";
+Acquire::Check-Valid-Until "false";
 Acquire::http::Proxy "http://$proxy_addr";
 EOF
 }
@@ -106,8 +107,10 @@ measure() {
   sleep 5
   rest=$(kib VmRSS "$proxy_pid")
   stop_proxy
-  local db=0
+  # The database and its write-ahead log (checkpointed into it on a clean stop).
+  local db=0 main
   for f in "$cache"/index.sqlite*; do db=$((db + $(stat -c %s "$f"))); done
+  main=$(stat -c %s "$cache/index.sqlite")
   # Restart: spawned until a stored file has been served through it.
   start_proxy "$bin" "$cache" $allow
   curl -sf -x "http://$proxy_addr" -o /dev/null "$probe"
@@ -116,9 +119,9 @@ measure() {
   local restart_rss
   restart_rss=$(kib VmRSS "$proxy_pid")
   stop_proxy
-  printf '%-4s update %5.1f s | known %8d | peak %7s MiB | at rest %6s MiB | restart ready %4d ms, %6s MiB | index %7s MiB (%d B/known)\n' \
+  printf '%-4s update %5.1f s | known %8d | peak %7s MiB | at rest %6s MiB | restart ready %4d ms, %6s MiB | index.sqlite %7s MiB, with WAL %7s MiB (%d B/known)\n' \
     "$name" "$(echo "($t1 - $t0) / 1000000000" | bc -l)" "$known" "$(mib "$peak")" "$(mib "$rest")" "$ready_ms" \
-    "$(mib "$restart_rss")" "$(mib $((db / 1024)))" $((db / (known > 0 ? known : 1)))
+    "$(mib "$restart_rss")" "$(mib $((main / 1024)))" "$(mib $((db / 1024)))" $((db / (known > 0 ? known : 1)))
 }
 
 # synthetic_repo: generates the million-package repository once and serves it; sets repo, up, port.
@@ -179,11 +182,12 @@ for mode in "${modes[@]}"; do
       { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
         grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'; } |
         grep -E '^https?://.*/debian/?$' | head -1
-    )
+    ) || true
     [ -n "$mirror" ] || { echo "no Debian mirror in this machine's apt sources" >&2; exit 1; }
     echo "== debian: bookworm trixie sid, main contrib non-free, amd64 arm64, from this machine's mirror =="
     sources=$(for s in bookworm trixie sid; do echo "deb [trusted=yes] $mirror $s main contrib non-free"; done)
-    probe="${mirror%/}/dists/sid/Release"
+    # A stored file to time the restart by: an index, fresh for index_ttl_secs (30 s by default).
+    probe="${mirror%/}/dists/sid/InRelease"
     for b in "${bins[@]}"; do
       measure "${b%%=*}" "${b#*=}" "amd64 arm64" "$sources" "$probe" ""
     done
