@@ -492,13 +492,13 @@ impl Catalog {
     pub fn refresh_failed(&self, key: &str, reason: &str) {
         let failure = RefreshFailure { key: key.to_string(), at: now_secs(), reason: reason.to_string() };
         self.failures.write().unwrap().insert(key.to_string(), failure.clone());
-        let _ = self.send(Write::RefreshFailed(failure));
+        self.send(Write::RefreshFailed(failure));
     }
 
     /// An index was fetched or confirmed: any failure recorded for it is over.
     pub fn refresh_succeeded(&self, key: &str) {
         if self.failures.write().unwrap().remove(key).is_some() {
-            let _ = self.send(Write::RefreshOk(key.to_string()));
+            self.send(Write::RefreshOk(key.to_string()));
         }
     }
 
@@ -511,7 +511,7 @@ impl Catalog {
 
     pub fn record_prune(&self, last: LastPrune, report: String) {
         *self.last_prune.write().unwrap() = Some(last.clone());
-        let _ = self.send(Write::Pruned(last, report));
+        self.send(Write::Pruned(last, report));
     }
 
     pub fn last_prune(&self) -> Option<LastPrune> {
@@ -550,7 +550,7 @@ impl Catalog {
             self.hot.pending_len.store(pending.len(), Ordering::SeqCst);
             self.hot.entries.insert(key.to_string(), value);
         });
-        let _ = self.send(write(seq));
+        self.send(write(seq));
     }
 
     pub fn put(&self, key: &str, entry: Entry) {
@@ -663,7 +663,7 @@ impl Catalog {
     }
 
     pub fn hit(&self, key: &str) {
-        let _ = self.send(Write::Hit(key.to_string(), now_secs()));
+        self.send(Write::Hit(key.to_string(), now_secs()));
     }
 
     pub fn remove(&self, key: &str) {
@@ -681,9 +681,10 @@ impl Catalog {
         false
     }
 
-    fn send(&self, write: Write) -> std::result::Result<(), mpsc::SendError<Write>> {
+    /// Queues a write for the writer thread; false if it has stopped.
+    fn send(&self, write: Write) -> bool {
         self.hot.sent.fetch_add(1, Ordering::SeqCst);
-        self.writer.send(write)
+        self.writer.send(write).is_ok()
     }
 
     /// Waits until everything sent so far is committed. Blocking.
@@ -692,7 +693,7 @@ impl Catalog {
         if self.hot.done.load(Ordering::SeqCst) >= self.hot.sent.load(Ordering::SeqCst) {
             return;
         }
-        if self.send(Write::Flush(done)).is_ok() {
+        if self.send(Write::Flush(done)) {
             let _ = wait.recv();
         }
     }
@@ -751,7 +752,7 @@ impl Catalog {
     /// Blocking.
     pub fn forget(&self, generations: Vec<i64>) -> u64 {
         let (done, wait) = mpsc::channel();
-        if self.send(Write::Forget { generations, done }).is_err() {
+        if !self.send(Write::Forget { generations, done }) {
             return 0;
         }
         wait.recv().unwrap_or(0)
@@ -846,7 +847,7 @@ impl Learner<'_> {
         self.learned.files += rows.len();
         let (done, wait) = mpsc::channel();
         let write = Write::Learn { source: self.source.clone(), source_blob: self.source_blob, rows, done };
-        if self.catalog.send(write).is_ok() {
+        if self.catalog.send(write) {
             self.in_flight.push_back(wait);
         }
     }
