@@ -8,6 +8,10 @@ use crate::ParseError;
 /// Index files are tens of megabytes at most; anything far larger is refused.
 pub const MAX_INDEX_BYTES: u64 = 1 << 30;
 
+/// The most memory an xz decoder may take: `xz -9` needs 65 MiB, the usual `-6` 9 MiB. A
+/// header asking for more is refused, not obeyed.
+pub const MAX_XZ_MEMORY: u64 = 80 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -63,8 +67,13 @@ fn reader_at_most<'a>(
     let decoded: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        // Every stream of a multi-stream file, as xz(1) reads it.
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
+        // The .xz format only (the legacy .lzma one states any window size it likes), every
+        // stream of a multi-stream file as xz(1) reads it, within a memory limit.
+        Compression::Xz => {
+            let stream = liblzma::stream::Stream::new_stream_decoder(MAX_XZ_MEMORY, liblzma::stream::CONCATENATED)
+                .map_err(|e| ParseError::Decompress(e.to_string()))?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
+        }
         Compression::Zstd => {
             Box::new(ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| ParseError::Decompress(e.to_string()))?)
         }
@@ -186,6 +195,26 @@ mod tests {
             frame.push(byte);
         }
         frame
+    }
+
+    /// A legacy .lzma header declaring a 4 GiB window (what the fuzzer found the auto-detecting
+    /// decoder would allocate) and an .xz stream needing more than the limit are refused.
+    #[test]
+    fn xz_headers_cannot_ask_for_gigabytes() {
+        let mut lzma = vec![0x5d, 0xff, 0xff, 0xff, 0xff];
+        lzma.extend_from_slice(&[0xff; 8]);
+        lzma.extend_from_slice(&[0; 16]);
+        assert!(matches!(decompress(Compression::Xz, &lzma), Err(ParseError::Decompress(_))));
+        let mut options = liblzma::stream::LzmaOptions::new_preset(0).unwrap();
+        options.dict_size(1 << 27);
+        let mut filters = liblzma::stream::Filters::new();
+        filters.lzma2(&options);
+        let stream = liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        xz.write_all(b"Package: big-window\n").unwrap();
+        let xz = xz.finish().unwrap();
+        let err = decompress(Compression::Xz, &xz).unwrap_err();
+        assert!(matches!(&err, ParseError::Decompress(why) if why.contains("memory")), "{err:?}");
     }
 
     #[test]

@@ -402,6 +402,19 @@ pub struct Catalog {
     writer: mpsc::Sender<Write>,
 }
 
+/// Lowers the calling thread's priority (nice 10; Linux gives each thread its own): the writer
+/// and the parsing of an index being learned yield the CPU to the requests being served.
+pub(crate) fn background_priority() {
+    // SAFETY: two system calls about the calling thread, no memory shared with them.
+    let failed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0
+    };
+    if failed {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "background thread keeps its priority");
+    }
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -460,7 +473,10 @@ impl Catalog {
         });
         let writer = Writer::new(conn, hot.clone())?;
         let (sender, queue) = mpsc::channel();
-        std::thread::Builder::new().name("vzpkg-catalog".into()).spawn(move || writer.run(queue))?;
+        std::thread::Builder::new().name("vzpkg-catalog".into()).spawn(move || {
+            background_priority();
+            writer.run(queue)
+        })?;
         Ok(Catalog {
             hot,
             readers: Readers { path: path.to_path_buf(), idle: Mutex::default() },

@@ -9,7 +9,9 @@ use std::process::Command;
 use vzpkg_adapters::compress::{self, Compression};
 use vzpkg_adapters::{apt, armor, rpm, FileHash, FileKind};
 
-use crate::catalog::{Catalog, Expected, Learned, Role};
+use vzpkg_adapters::ParseError;
+
+use crate::catalog::{background_priority, Catalog, Expected, Learned, Learner, Role};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::target::Target;
@@ -160,7 +162,7 @@ impl Verifier {
         role: Option<Role>,
     ) -> Result<Learned> {
         let key = target.key.as_str();
-        let parse = |e: vzpkg_adapters::ParseError| Error::Verify(format!("{key}: {e}"));
+        let parse = |e: ParseError| Error::Verify(format!("{key}: {e}"));
         let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or(key);
         let mut learner = catalog.learner(key, blob);
         let open = |compression| -> Result<_> {
@@ -188,37 +190,50 @@ impl Verifier {
             (None, _, Some(Role::AptPackages(compression))) => {
                 // Filenames are relative to the archive root, the part before `/dists/`.
                 let archive = key.rsplit_once("/dists/").map(|(a, _)| a).unwrap_or(dir);
-                let read = apt::packages::read(
-                    open(compression)?,
-                    |deb| -> std::result::Result<(), vzpkg_adapters::ParseError> {
+                return in_background(learner, |learner| {
+                    apt::packages::read(open(compression)?, |deb| -> std::result::Result<(), ParseError> {
                         let (k, e) = expect(archive, &deb.file, Role::Package, key);
                         learner.add(k, &e);
                         Ok(())
-                    },
-                );
-                // What was read before a fault is learned all the same: the file matched its hash.
-                let learned = learner.finish()?;
-                read.map_err(parse)?;
-                return Ok(learned);
+                    })
+                    .map_err(parse)
+                });
             }
             (None, _, Some(Role::RpmPrimary(compression))) => {
                 let base = key.rsplit_once("/repodata/").map(|(b, _)| b).unwrap_or(dir);
-                let read = rpm::primary::read(
-                    open(compression)?,
-                    |file| -> std::result::Result<(), vzpkg_adapters::ParseError> {
+                return in_background(learner, |learner| {
+                    rpm::primary::read(open(compression)?, |file| -> std::result::Result<(), ParseError> {
                         let (k, e) = expect(base, &file, Role::Package, key);
                         learner.add(k, &e);
                         Ok(())
-                    },
-                );
-                let learned = learner.finish()?;
-                read.map_err(parse)?;
-                return Ok(learned);
+                    })
+                    .map_err(parse)
+                });
             }
             _ => {}
         }
         learner.finish()
     }
+}
+
+/// Reads a big index into `learner` on a thread of its own at background priority, so that
+/// hits keep the CPU while it is learned. What was read before a fault is learned all the same:
+/// the file matched its hash.
+fn in_background<'a>(
+    mut learner: Learner<'a>,
+    read: impl FnOnce(&mut Learner<'a>) -> Result<()> + Send,
+) -> Result<Learned> {
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            background_priority();
+            let read = read(&mut learner);
+            (learner.finish(), read)
+        });
+        let (learned, read) = reader.join().map_err(|_| Error::Verify("reading an index panicked".into()))?;
+        let learned = learned?;
+        read?;
+        Ok(learned)
+    })
 }
 
 /// What a root that checked out vouches for: the exact bytes its hashes are read from.
