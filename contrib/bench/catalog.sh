@@ -9,6 +9,7 @@
 #   debian     bookworm, trixie and sid (main contrib non-free; amd64 and arm64) from the Debian
 #              mirror this machine's own apt sources name (needs the network)
 #   hits       cache hits of a small .deb (wrk, 64 connections, 10 s), the binaries interleaved
+#              (ROUNDS=N rounds, 3 by default)
 #   learning   the same while the proxy learns the synthetic repository (apt-get update at once)
 #
 # VZPKG=path/to/vzpkg is measured (default: a release build of this checkout); OLD=path/to/vzpkg
@@ -193,13 +194,13 @@ for mode in "${modes[@]}"; do
     done
     ;;
   hits)
-    echo "== cache hits of a 42 KiB .deb, 64 connections, 10 s (wrk -t2), three rounds interleaved =="
+    echo "== cache hits of a 42 KiB .deb, 64 connections, 10 s (wrk -t2), ${ROUNDS:-3} rounds interleaved =="
     mkdir -p "$work/hits/debian/pool"
     head -c 43008 /dev/urandom >"$work/hits/debian/pool/small_1_all.deb"
     (cd "$work/hits" && exec python3 -m http.server 0 --bind 127.0.0.1 >"$work/hits.log" 2>&1) &
     until grep -q "port" "$work/hits.log" 2>/dev/null; do sleep 0.1; done
     port=$(grep -o 'port [0-9]*' "$work/hits.log" | head -1 | cut -d' ' -f2)
-    for round in 1 2 3; do
+    for round in $(seq "${ROUNDS:-3}"); do
       for b in "${bins[@]}"; do
         start_proxy "${b#*=}" "$work/hits-${b%%=*}" --remap "debian=http://127.0.0.1:$port/debian"
         url="http://$proxy_addr/debian/pool/small_1_all.deb"
