@@ -147,9 +147,10 @@ fn a_million_known_packages_are_learned_on_disk_and_still_verify() {
     let known = listed + 2 * SUITES.len();
     assert_eq!(status["known_hashes"].as_u64().unwrap() as usize, known, "{status}");
     // Holding the catalog in memory took over a kilobyte per package: a million of them
-    // would be more than a gigabyte. On disk it is a bounded page cache and a batch.
+    // would be more than a gigabyte. On disk it is a bounded page cache and a batch: about
+    // 50 MiB here, against the bound of 128 MiB.
     let peak = peak_rss(proxy.pid());
-    assert!(peak < 256 << 20, "peak RSS {} MiB while learning a million packages", peak >> 20);
+    assert!(peak <= 128 << 20, "peak RSS {} MiB while learning a million packages", peak >> 20);
 
     let via = http_via(&proxy.url());
     let fetch = |path: &str| get_via(&via, &format!("{repo}/{path}"));
