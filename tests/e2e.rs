@@ -12,6 +12,7 @@ mod prune;
 mod rpm;
 mod running;
 mod sandbox;
+mod scale;
 mod security;
 mod verify;
 mod wrapper;

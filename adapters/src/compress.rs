@@ -1,12 +1,16 @@
 //! Decompression of repository index files by their name's ending (.gz, .xz, .zst, plain),
-//! with a cap on the output so a hostile file cannot exhaust memory.
+//! as a stream, with a cap on the output so a hostile file cannot exhaust memory or disk time.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
 use crate::ParseError;
 
 /// Index files are tens of megabytes at most; anything far larger is refused.
 pub const MAX_INDEX_BYTES: u64 = 1 << 30;
+
+/// The most memory an xz decoder may take: `xz -9` needs 65 MiB, the usual `-6` 9 MiB. A
+/// header asking for more is refused, not obeyed.
+pub const MAX_XZ_MEMORY: u64 = 80 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -36,56 +40,88 @@ pub fn decompress(compression: Compression, bytes: &[u8]) -> Result<Vec<u8>, Par
     decompress_at_most(compression, bytes, MAX_INDEX_BYTES)
 }
 
-/// The decompressed content, refused as `TooLarge` past `cap` bytes. Decoding stops one byte
-/// past the cap, so a small file that would expand to gigabytes costs no more than `cap`.
-fn decompress_at_most(compression: Compression, bytes: &[u8], cap: u64) -> Result<Vec<u8>, ParseError> {
-    let mut out = Vec::new();
-    let limit = cap + 1;
-    let result = match compression {
-        Compression::None => {
-            out.extend_from_slice(bytes);
-            Ok(())
-        }
-        Compression::Gzip => flate2::read::MultiGzDecoder::new(bytes).take(limit).read_to_end(&mut out).map(drop),
+/// The decompressed content of `input` as a stream of at most `MAX_INDEX_BYTES`: what is
+/// held in memory is the decoder's window and a read buffer, never the file. A read past the
+/// cap fails with an error that [`read_error`] turns into `TooLarge`.
+pub fn reader<'a>(compression: Compression, input: impl BufRead + 'a) -> Result<Box<dyn BufRead + 'a>, ParseError> {
+    reader_at_most(compression, input, MAX_INDEX_BYTES)
+}
+
+/// What a failed read of a [`reader`] means.
+pub fn read_error(e: std::io::Error) -> ParseError {
+    if is_past_cap(&e) {
+        return ParseError::TooLarge;
+    }
+    ParseError::Decompress(e.to_string())
+}
+
+pub(crate) fn is_past_cap(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<PastCap>())
+}
+
+fn reader_at_most<'a>(
+    compression: Compression,
+    input: impl BufRead + 'a,
+    cap: u64,
+) -> Result<Box<dyn BufRead + 'a>, ParseError> {
+    let decoded: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        // The .xz format only (the legacy .lzma one states any window size it likes), every
+        // stream of a multi-stream file as xz(1) reads it, within a memory limit.
         Compression::Xz => {
-            let mut capped = Capped { out: &mut out, left: limit };
-            lzma_rs::xz_decompress(&mut std::io::BufReader::new(bytes), &mut capped)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            let stream = liblzma::stream::Stream::new_stream_decoder(MAX_XZ_MEMORY, liblzma::stream::CONCATENATED)
+                .map_err(|e| ParseError::Decompress(e.to_string()))?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
         }
-        Compression::Zstd => match ruzstd::decoding::StreamingDecoder::new(bytes) {
-            Ok(decoder) => decoder.take(limit).read_to_end(&mut out).map(drop),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        },
+        Compression::Zstd => {
+            Box::new(ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| ParseError::Decompress(e.to_string()))?)
+        }
         Compression::Bzip2 => return Err(ParseError::Unsupported("bzip2-compressed index")),
     };
-    // Past the cap first: the xz writer refuses the write that would cross it, which the
-    // decoder reports as an error of its own.
-    if out.len() as u64 > cap || (compression == Compression::Xz && result.is_err() && out.len() as u64 == limit) {
-        return Err(ParseError::TooLarge);
-    }
-    result.map_err(|e| ParseError::Decompress(e.to_string()))?;
+    Ok(Box::new(BufReader::with_capacity(64 << 10, Capped { inner: decoded, left: cap })))
+}
+
+/// Decoding stops one byte past the cap, so a small file that would expand to gigabytes costs
+/// no more than `cap`.
+fn decompress_at_most(compression: Compression, bytes: &[u8], cap: u64) -> Result<Vec<u8>, ParseError> {
+    let mut out = Vec::new();
+    reader_at_most(compression, bytes, cap)?.read_to_end(&mut out).map_err(read_error)?;
     Ok(out)
 }
 
-/// A writer that refuses to grow past its limit: it takes what fits, then fails.
-struct Capped<'a> {
-    out: &'a mut Vec<u8>,
+/// The marker of a read past the cap.
+#[derive(Debug)]
+struct PastCap;
+
+impl std::fmt::Display for PastCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decompressed index too large")
+    }
+}
+
+impl std::error::Error for PastCap {}
+
+/// A reader that fails once its input goes on past `left` bytes.
+struct Capped<R> {
+    inner: R,
     left: u64,
 }
 
-impl std::io::Write for Capped<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
-            return Err(std::io::Error::other("decompressed index too large"));
+            // At the cap: the file is whole only if nothing follows.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(PastCap)),
+            };
         }
-        let n = buf.len().min(self.left as usize);
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
-        self.out.extend_from_slice(&buf[..n]);
         Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -107,8 +143,9 @@ mod tests {
 
     #[test]
     fn xz_round_trip() {
-        let mut xz = Vec::new();
-        lzma_rs::xz_compress(&mut &b"Package: b\n"[..], &mut xz).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(b"Package: b\n").unwrap();
+        let xz = xz.finish().unwrap();
         assert_eq!(decompress(Compression::of("Packages.xz"), &xz).unwrap(), b"Package: b\n");
     }
 
@@ -131,7 +168,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&zeros).unwrap();
         let gz = gz.finish().unwrap();
-        // `head -c 1048576 /dev/zero | xz -9 --check=crc32` (lzma-rs's own encoder does not compress)
+        // `head -c 1048576 /dev/zero | xz -9 --check=crc32`
         let xz = include_bytes!("../testdata/zeros-1mib.xz").to_vec();
         let zst = zstd_rle(0, 1 << 20);
         for (compression, bytes) in [(Compression::Gzip, &gz), (Compression::Xz, &xz), (Compression::Zstd, &zst)] {
@@ -158,6 +195,26 @@ mod tests {
             frame.push(byte);
         }
         frame
+    }
+
+    /// A legacy .lzma header declaring a 4 GiB window (what the fuzzer found the auto-detecting
+    /// decoder would allocate) and an .xz stream needing more than the limit are refused.
+    #[test]
+    fn xz_headers_cannot_ask_for_gigabytes() {
+        let mut lzma = vec![0x5d, 0xff, 0xff, 0xff, 0xff];
+        lzma.extend_from_slice(&[0xff; 8]);
+        lzma.extend_from_slice(&[0; 16]);
+        assert!(matches!(decompress(Compression::Xz, &lzma), Err(ParseError::Decompress(_))));
+        let mut options = liblzma::stream::LzmaOptions::new_preset(0).unwrap();
+        options.dict_size(1 << 27);
+        let mut filters = liblzma::stream::Filters::new();
+        filters.lzma2(&options);
+        let stream = liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        xz.write_all(b"Package: big-window\n").unwrap();
+        let xz = xz.finish().unwrap();
+        let err = decompress(Compression::Xz, &xz).unwrap_err();
+        assert!(matches!(&err, ParseError::Decompress(why) if why.contains("memory")), "{err:?}");
     }
 
     #[test]

@@ -416,18 +416,19 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Records what a stored index vouches for. A parse failure is logged, not fatal: the file
-    /// itself matched its hash; only what it lists stays unverified.
+    /// Records what a stored index vouches for, from its stored blob, off the async workers.
+    /// A parse failure is logged, not fatal: the file itself matched its hash; only what it
+    /// lists stays unverified.
     async fn learn(&self, target: &Target, blob: &str, trusted: Option<Trusted>, role: Option<Role>) {
         let (me, target, blob) = (self.shared(), target.clone(), blob.to_string());
-        let (key, source_blob) = (target.key.clone(), blob.clone());
-        let learned = blocking(move || me.verifier.learn(&me.store, &target, &blob, trusted.as_ref(), role)).await;
+        let key = target.key.clone();
+        let learned =
+            blocking(move || me.verifier.learn(&me.store, &me.catalog, &target, &blob, trusted.as_ref(), role)).await;
         match learned {
-            Ok(learned) if learned.is_empty() => {}
+            Ok(learned) if learned.files == 0 => {}
             Ok(learned) => {
-                let count = learned.len();
-                let (verified, dropped) = self.catalog.expect(learned, &source_blob);
-                tracing::info!(%key, files = count, verified, dropped, "index learned");
+                let (files, verified, dropped) = (learned.files, learned.verified, learned.dropped);
+                tracing::info!(%key, files, verified, dropped, "index learned");
             }
             Err(e) => {
                 self.metrics.verify_failures.inc();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{now_secs, Catalog, Entry, Expected, LastPrune};
+use crate::catalog::{now_secs, Catalog, LastPrune};
 use crate::error::{Error, Result};
 use crate::evict::Usage;
 use crate::store::Store;
@@ -110,17 +110,21 @@ pub(crate) fn prune(
             REFRESH_HOLD.as_secs() / 3600
         )));
     }
-    let entries = catalog.entries();
-    let expected = catalog.expected_all();
-    let current = Current::of(&entries, &expected);
-
+    let entries = catalog.entries()?;
     let mut report = Report { dry_run: options.dry_run, before: store.usage(), ..Report::default() };
     let mut plan: Vec<(String, u64, Reason)> = Vec::new();
     let mut planned: HashSet<String> = HashSet::new();
     let candidates = store.candidates();
+    // What the current index generations reference, walked from the roots the catalog holds
+    // (InRelease, Release, repomd.xml and their signatures) on disk: memory goes with the
+    // store's size, not the catalog's.
+    let roots: Vec<(String, String)> =
+        entries.iter().filter(|(key, _)| Root::of(key).is_some()).map(|(k, e)| (k.clone(), e.blob.clone())).collect();
+    let stored: HashSet<String> = candidates.iter().map(|c| c.blob.clone()).collect();
+    let chain = catalog.chain(&roots, &stored)?;
     let idle = |used_at: u64| Duration::from_secs(now.saturating_sub(used_at));
     for c in &candidates {
-        let reason = if !current.blobs.contains(&c.blob) && idle(c.used_at) >= options.grace {
+        let reason = if !chain.referenced.contains(&c.blob) && idle(c.used_at) >= options.grace {
             Reason::Unreferenced
         } else if options.max_age.is_some_and(|max| idle(c.used_at) >= max) {
             Reason::MaxAge
@@ -184,7 +188,7 @@ pub(crate) fn prune(
         progress(i as u64 + 1, total);
     }
 
-    report.expected_removed = current.stale.len() as u64;
+    report.expected_removed = chain.stale_rows;
     if !options.dry_run {
         // Entries whose blob went behind the store's back.
         for (key, entry) in &entries {
@@ -192,7 +196,7 @@ pub(crate) fn prune(
                 report.entries_removed += catalog.remove_if(key, &entry.blob) as u64;
             }
         }
-        catalog.unexpect(current.stale);
+        report.expected_removed = catalog.forget(chain.stale);
         let last = LastPrune { at: now, files: report.removed.files, bytes: report.removed.bytes };
         report.after = store.usage();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -206,47 +210,6 @@ pub(crate) fn prune(
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
-}
-
-/// What the current index generations reference.
-struct Current {
-    /// Blobs of current roots and of everything a current index lists.
-    blobs: HashSet<String>,
-    /// Expected-hash rows no current index generation vouches for.
-    stale: Vec<String>,
-}
-
-impl Current {
-    /// Walks the chain from the roots the catalog holds (InRelease, Release, repomd.xml and
-    /// their signatures): a row is current when its source is a current file and it was
-    /// learned from that file's current content.
-    fn of(entries: &[(String, Entry)], expected: &[(String, Expected)]) -> Current {
-        let mut by_source: HashMap<&str, Vec<(&str, &Expected)>> = HashMap::new();
-        for (key, e) in expected {
-            by_source.entry(e.source.as_str()).or_default().push((key.as_str(), e));
-        }
-        let mut blobs = HashSet::new();
-        let mut queue: Vec<(&str, &str)> = Vec::new();
-        for (key, entry) in entries {
-            if Root::of(key).is_some() {
-                blobs.insert(entry.blob.clone());
-                queue.push((key.as_str(), entry.blob.as_str()));
-            }
-        }
-        let mut current: HashSet<&str> = HashSet::new();
-        while let Some((source, source_blob)) = queue.pop() {
-            for (key, e) in by_source.get(source).into_iter().flatten() {
-                if e.source_blob.as_deref().is_some_and(|b| b != source_blob) || !current.insert(key) {
-                    continue;
-                }
-                blobs.insert(e.sha256.clone());
-                queue.push((key, e.sha256.as_str()));
-            }
-        }
-        let stale =
-            expected.iter().filter(|(key, _)| !current.contains(key.as_str())).map(|(k, _)| k.clone()).collect();
-        Current { blobs, stale }
-    }
 }
 
 /// Keeps the store under a size by itself: after a download takes it over, the least recently
@@ -290,7 +253,7 @@ impl Cap {
         let mut left = self.store.usage().bytes;
         let mut freed = Count::default();
         let mut keys_of: HashMap<String, Vec<String>> = HashMap::new();
-        for (key, entry) in self.catalog.entries() {
+        for (key, entry) in self.catalog.entries()? {
             keys_of.entry(entry.blob).or_default().push(key);
         }
         for c in self.store.candidates() {
@@ -314,8 +277,9 @@ impl Cap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Role;
+    use crate::catalog::{Entry, Expected, Role};
     use std::io::Write;
+    use vzpkg_adapters::compress::Compression;
 
     fn sha(n: u8) -> String {
         format!("{n:02x}").repeat(32)
@@ -340,14 +304,9 @@ mod tests {
     }
 
     fn row(sha256: &str, source: &str) -> Expected {
-        Expected {
-            sha256: sha256.into(),
-            size: None,
-            role: Role::Package,
-            source: source.into(),
-            archive_name: None,
-            source_blob: None,
-        }
+        // Rows vouched for by an InRelease are Packages files; the chain goes on through them.
+        let role = if source.ends_with("/InRelease") { Role::AptPackages(Compression::None) } else { Role::Package };
+        Expected { sha256: sha256.into(), size: None, role, source: source.into(), source_blob: None }
     }
 
     /// InRelease (generation 1) → Packages → a.deb; then generation 2 lists b.deb instead.

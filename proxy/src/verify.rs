@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vzpkg_adapters::compress::{decompress, Compression};
+use vzpkg_adapters::compress::{self, Compression};
 use vzpkg_adapters::{apt, armor, rpm, FileHash, FileKind};
 
-use crate::catalog::{Catalog, Expected, Role};
+use vzpkg_adapters::ParseError;
+
+use crate::catalog::{background_priority, Catalog, Expected, Learned, Learner, Role};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::target::Target;
@@ -70,7 +72,6 @@ impl Verifier {
             size: None,
             role: Role::Metadata,
             source: key.to_string(),
-            archive_name: None,
             source_blob: None,
         })
     }
@@ -146,64 +147,93 @@ impl Verifier {
         }
     }
 
-    /// What a stored file vouches for, keyed like the catalog (blocking: reads and parses it).
-    /// A root vouches through `trusted`, from `check_root`, and for nothing without it; any other
-    /// file through `role`, from the index that listed it.
+    /// Learns what a stored file vouches for into the catalog (blocking: reads, parses and
+    /// waits for the commits). A root vouches through `trusted`, from `check_root`, and for
+    /// nothing without it; any other file through `role`, from the index that listed it. A
+    /// Packages file or primary.xml is read from its blob as a stream and learned in batches:
+    /// what is held is a read buffer, the decoder's window and a batch, whatever its size.
     pub fn learn(
         &self,
         store: &Store,
+        catalog: &Catalog,
         target: &Target,
         blob: &str,
         trusted: Option<&Trusted>,
         role: Option<Role>,
-    ) -> Result<Vec<(String, Expected)>> {
+    ) -> Result<Learned> {
         let key = target.key.as_str();
-        let read = |blob: &str| std::fs::read(store.blob_path(blob)).map_err(Error::Store);
-        let parse = |e: vzpkg_adapters::ParseError| Error::Verify(format!("{key}: {e}"));
+        let parse = |e: ParseError| Error::Verify(format!("{key}: {e}"));
         let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or(key);
+        let mut learner = catalog.learner(key, blob);
+        let open = |compression| -> Result<_> {
+            let file = std::fs::File::open(store.blob_path(blob)).map_err(Error::Store)?;
+            compress::reader(compression, std::io::BufReader::with_capacity(64 << 10, file)).map_err(parse)
+        };
         match (Root::of(key), trusted, role) {
             (Some(Root::InRelease | Root::Release | Root::ReleaseGpg), Some(trusted), _) => {
                 let release = apt::release::parse(&trusted.text).map_err(parse)?;
-                Ok(release_entries(dir, &release, key))
+                for (k, e) in release_entries(dir, &release, key) {
+                    learner.add(k, &e);
+                }
             }
             (Some(Root::Repomd | Root::RepomdAsc), Some(trusted), _) => {
                 let base = dir.strip_suffix("/repodata").unwrap_or(dir);
-                let files = rpm::repomd::parse(&trusted.text).map_err(parse)?;
-                Ok(files
-                    .into_iter()
-                    .map(|m| {
-                        let role = match m.kind.as_str() {
-                            "primary" => Role::RpmPrimary(Compression::of(&m.file.path)),
-                            _ => Role::Metadata,
-                        };
-                        expect(base, &m.file, role, key)
-                    })
-                    .collect())
+                for m in rpm::repomd::parse(&trusted.text).map_err(parse)? {
+                    let role = match m.kind.as_str() {
+                        "primary" => Role::RpmPrimary(Compression::of(&m.file.path)),
+                        _ => Role::Metadata,
+                    };
+                    let (k, e) = expect(base, &m.file, role, key);
+                    learner.add(k, &e);
+                }
             }
-            (Some(_), ..) => Ok(Vec::new()),
             (None, _, Some(Role::AptPackages(compression))) => {
-                let text = decompress(compression, &read(blob)?).map_err(parse)?;
-                let debs = apt::packages::parse(&text).map_err(parse)?;
                 // Filenames are relative to the archive root, the part before `/dists/`.
                 let archive = key.rsplit_once("/dists/").map(|(a, _)| a).unwrap_or(dir);
-                Ok(debs
-                    .into_iter()
-                    .map(|deb| {
-                        let (k, mut e) = expect(archive, &deb.file, Role::Package, key);
-                        e.archive_name = deb.archive_name;
-                        (k, e)
+                return in_background(learner, |learner| {
+                    apt::packages::read(open(compression)?, |deb| -> std::result::Result<(), ParseError> {
+                        let (k, e) = expect(archive, &deb.file, Role::Package, key);
+                        learner.add(k, &e);
+                        Ok(())
                     })
-                    .collect())
+                    .map_err(parse)
+                });
             }
             (None, _, Some(Role::RpmPrimary(compression))) => {
-                let text = decompress(compression, &read(blob)?).map_err(parse)?;
-                let files = rpm::primary::parse(&text).map_err(parse)?;
                 let base = key.rsplit_once("/repodata/").map(|(b, _)| b).unwrap_or(dir);
-                Ok(files.iter().map(|f| expect(base, f, Role::Package, key)).collect())
+                return in_background(learner, |learner| {
+                    rpm::primary::read(open(compression)?, |file| -> std::result::Result<(), ParseError> {
+                        let (k, e) = expect(base, &file, Role::Package, key);
+                        learner.add(k, &e);
+                        Ok(())
+                    })
+                    .map_err(parse)
+                });
             }
-            _ => Ok(Vec::new()),
+            _ => {}
         }
+        learner.finish()
     }
+}
+
+/// Reads a big index into `learner` on a thread of its own at background priority, so that
+/// hits keep the CPU while it is learned. What was read before a fault is learned all the same:
+/// the file matched its hash.
+fn in_background<'a>(
+    mut learner: Learner<'a>,
+    read: impl FnOnce(&mut Learner<'a>) -> Result<()> + Send,
+) -> Result<Learned> {
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            background_priority();
+            let read = read(&mut learner);
+            (learner.finish(), read)
+        });
+        let (learned, read) = reader.join().map_err(|_| Error::Verify("reading an index panicked".into()))?;
+        let learned = learned?;
+        read?;
+        Ok(learned)
+    })
 }
 
 /// What a root that checked out vouches for: the exact bytes its hashes are read from.
@@ -226,14 +256,8 @@ fn framing(key: &str, e: vzpkg_adapters::ParseError) -> Error {
 }
 
 fn expect(base: &str, file: &FileHash, role: Role, source: &str) -> (String, Expected) {
-    let expected = Expected {
-        sha256: file.sha256.clone(),
-        size: file.size,
-        role,
-        source: source.to_string(),
-        archive_name: None,
-        source_blob: None,
-    };
+    let expected =
+        Expected { sha256: file.sha256.clone(), size: file.size, role, source: source.to_string(), source_blob: None };
     (format!("{base}/{}", file.path), expected)
 }
 
@@ -339,10 +363,17 @@ mod tests {
 
         let trusted = check(&signed).unwrap().expect("trusted on first use");
         assert!(String::from_utf8(trusted.text.clone()).unwrap().starts_with("SHA256:"));
-        let learned = verifier.learn(&store, &target, "unused", Some(&trusted), None).unwrap();
-        let keys: Vec<_> = learned.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["remap:d/dists/s/main/binary-amd64/Packages"]);
-        assert!(verifier.learn(&store, &target, "unused", None, None).unwrap().is_empty(), "untrusted: nothing");
+        let blob = hash(3);
+        assert_eq!(
+            verifier.learn(&store, &catalog, &target, &blob, None, None).unwrap().files,
+            0,
+            "untrusted: nothing"
+        );
+        assert_eq!(catalog.expected_count(), 0);
+        let learned = verifier.learn(&store, &catalog, &target, &blob, Some(&trusted), None).unwrap();
+        assert_eq!(learned.files, 1);
+        let packages = catalog.expected("remap:d/dists/s/main/binary-amd64/Packages").unwrap();
+        assert_eq!((packages.sha256, packages.source_blob), (hash(1), Some(blob)));
     }
 
     #[test]

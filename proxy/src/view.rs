@@ -5,8 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
-
+use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::store::Store;
 
@@ -24,12 +23,7 @@ impl Verified {
         if !db.exists() {
             return Ok(Verified { hashes: HashSet::new(), store });
         }
-        let conn =
-            Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut stmt = conn.prepare("SELECT DISTINCT blob FROM entries WHERE verified = 1")?;
-        let hashes = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
-        Ok(Verified { hashes, store })
+        Ok(Verified { hashes: Catalog::verified_blobs(&db)?, store })
     }
 
     /// Whether a blob with this sha256 is stored verified.

@@ -19,10 +19,23 @@ struct Partial {
 /// Parses a decompressed primary.xml. Packages with a non-SHA256 checksum, or stored elsewhere
 /// (`xml:base`), are skipped: they stay unverified.
 pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
-    let mut reader = Reader::from_reader(bytes);
+    let mut out = Vec::new();
+    read(bytes, |file| -> Result<(), ParseError> {
+        out.push(file);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Reads a decompressed primary.xml from `input` as a stream and hands each package's file
+/// to `each`: what is held is one element, whatever the size of the file.
+pub fn read<E: From<ParseError>>(
+    input: impl std::io::BufRead,
+    mut each: impl FnMut(FileHash) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reader = Reader::from_reader(input);
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
-    let mut out = Vec::new();
     let mut package: Option<Partial> = None;
     let mut in_checksum = false;
     loop {
@@ -57,7 +70,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
                     if let Some(Partial { sha256: Some(sha), href: Some(href), size, elsewhere: false }) =
                         package.take()
                     {
-                        out.push(FileHash::new(&href, &sha, size)?);
+                        each(FileHash::new(&href, &sha, size)?)?;
                     }
                 }
                 _ => {}
@@ -67,7 +80,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<FileHash>, ParseError> {
         }
         buf.clear();
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -84,7 +84,12 @@ pub(crate) fn attr(e: &quick_xml::events::BytesStart, name: &[u8]) -> Result<Opt
 }
 
 pub(crate) fn xml_error(e: quick_xml::Error) -> ParseError {
-    ParseError::Syntax(e.to_string())
+    match e {
+        // A read of the decompressed stream failed: the file was not XML's fault.
+        quick_xml::Error::Io(io) if crate::compress::is_past_cap(&io) => ParseError::TooLarge,
+        quick_xml::Error::Io(io) => ParseError::Decompress(io.to_string()),
+        e => ParseError::Syntax(e.to_string()),
+    }
 }
 
 #[cfg(test)]
