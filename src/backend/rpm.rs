@@ -8,7 +8,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
-use vzpkg_adapters::compress::{decompress, Compression};
+use std::io::Read;
+
+use vzpkg_adapters::compress::{self, Compression};
 use vzpkg_adapters::rpm::{dnf, primary, repomd};
 use vzpkg_adapters::FileHash;
 
@@ -72,7 +74,10 @@ impl<F: Frontend> Backend for Rpm<F> {
         }
         let mut budget = MAX_METADATA_TOTAL;
         for (repodata, target) in self.0.repositories(ct)? {
-            let Some(packages) = cached_packages(ct, &repodata, &mut budget) else { continue };
+            let packages = cached_packages(ct, &repodata, &mut budget, |p| verified.contains(&p.sha256));
+            if packages.is_empty() {
+                continue;
+            }
             let mut dir = ViewDir::create(cache_dir)?;
             for package in &packages {
                 let Some(blob) = verified.blob(&package.sha256) else { continue };
@@ -106,26 +111,43 @@ impl<F: Frontend> Backend for Rpm<F> {
 /// repomd.xml is a few KiB; a primary.xml of a full distribution is tens of MiB compressed.
 const MAX_REPOMD: u64 = 1 << 20;
 const MAX_PRIMARY: u64 = 128 << 20;
-/// Bytes of metadata read for the views of one run in all.
+/// Bytes of metadata read for the views of one run in all, once decompressed: the primary
+/// metadata of a few large distributions.
 const MAX_METADATA_TOTAL: u64 = 1 << 30;
 /// Repository cache directories looked at for views.
 pub const MAX_REPOS: usize = 256;
 
 /// The packages a repository's cached metadata (`repodata`, relative to the root, holding
-/// repomd.xml and the primary file it names) lists with their SHA256, within `budget` bytes
-/// read. Missing or mangled metadata is `None`: it only narrows what the container sees.
-fn cached_packages(ct: &Container, repodata: &str, budget: &mut u64) -> Option<Vec<FileHash>> {
-    let index = ct.read(&format!("{repodata}/repomd.xml"), MAX_REPOMD).ok()??;
-    let files = repomd::parse(&index).ok()?;
-    let primary = files.iter().find(|f| f.kind == "primary")?;
+/// repomd.xml and the primary file it names) lists with their SHA256 that `wanted` keeps,
+/// within `budget` decompressed bytes read (a few KiB of compressed bomb cannot cost more).
+/// Read as a stream; missing or mangled metadata gives what was read before the fault: it only
+/// narrows what the container sees.
+fn cached_packages(
+    ct: &Container,
+    repodata: &str,
+    budget: &mut u64,
+    wanted: impl Fn(&FileHash) -> bool,
+) -> Vec<FileHash> {
+    let mut found = Vec::new();
+    let Ok(Some(index)) = ct.read(&format!("{repodata}/repomd.xml"), MAX_REPOMD) else { return found };
+    let Ok(files) = repomd::parse(&index) else { return found };
+    let Some(primary) = files.iter().find(|f| f.kind == "primary") else { return found };
     let name = vzpkg_adapters::file_name(&primary.file.path);
     if !is_plain_file_name(name) {
-        return None;
+        return found;
     }
-    let bytes = ct.read(&format!("{repodata}/{name}"), MAX_PRIMARY.min(*budget)).ok()??;
-    *budget = budget.saturating_sub(bytes.len() as u64);
-    let text = decompress(Compression::of(name), &bytes).ok()?;
-    primary::parse(&text).ok()
+    let Ok(file) = ct.open_file_in(&format!("{repodata}/{name}"), OFlag::O_RDONLY) else { return found };
+    let compressed = std::io::BufReader::new(std::fs::File::from(file).take(MAX_PRIMARY));
+    let Ok(text) = compress::reader(Compression::of(name), compressed) else { return found };
+    let mut limited = std::io::BufReader::new(text.take(*budget));
+    let _ = primary::read(&mut limited, |package| {
+        if wanted(&package) {
+            found.push(package);
+        }
+        Ok::<(), vzpkg_adapters::ParseError>(())
+    });
+    *budget = limited.into_inner().limit();
+    found
 }
 
 /// Berkeley DB environment files (`__db.*`) left by an rpm that crashed make every later rpm
