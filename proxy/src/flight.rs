@@ -22,6 +22,20 @@ pub struct Head {
     pub last_modified: Option<String>,
 }
 
+impl Head {
+    /// What a response's headers say; the length is the header's, which a HEAD answer keeps too.
+    pub fn of(headers: &hyper::HeaderMap) -> Head {
+        let text =
+            |name: hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Head {
+            content_length: text(hyper::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
+            content_type: text(hyper::header::CONTENT_TYPE),
+            etag: text(hyper::header::ETAG),
+            last_modified: text(hyper::header::LAST_MODIFIED),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub enum Progress {
     /// Waiting for upstream's answer.

@@ -50,7 +50,7 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
     let admin = vzpkg_proxy::admin::bind(&cache_dir).with_context(|| {
         format!("binding the admin socket {}", vzpkg_proxy::admin::socket_path(&cache_dir).display())
     })?;
-    let admin = tokio::spawn(vzpkg_proxy::admin::serve(proxy.clone(), admin));
+    let admin = tokio::spawn(vzpkg_proxy::admin::listen(proxy.clone(), admin));
     tracing::info!(
         cache_dir = %cache_dir.display(),
         allowed_hosts = proxy.allowed_hosts(),
@@ -58,7 +58,7 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
         parent = config.parent.as_deref().unwrap_or("none"),
         "proxy ready"
     );
-    vzpkg_proxy::serve(proxy, listeners, stop_signal()).await;
+    vzpkg_proxy::listen(proxy, listeners, stop_signal()).await;
     admin.abort();
     let _ = std::fs::remove_file(vzpkg_proxy::admin::socket_path(&cache_dir));
     tracing::info!("stopped");

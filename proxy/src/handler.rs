@@ -5,7 +5,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -16,13 +16,14 @@ use crate::access::Access;
 use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected};
 use crate::config::Config;
+use crate::download::{Fetcher, Job};
 use crate::error::{Error, Result};
-use crate::fetch::{Fetcher, Job, Upstream};
 use crate::flight::{answer, Flights, Joined, Progress};
 use crate::metrics::{Metrics, Source};
-use crate::serve::{self, Body};
+use crate::respond::{self, Body};
 use crate::store::Store;
 use crate::target::{route, Route, Target};
+use crate::upstream::Upstream;
 use crate::verify::Verifier;
 
 /// How a request was answered, for the log line and the counters.
@@ -59,11 +60,9 @@ pub struct Proxy {
     pub(crate) store: Arc<Store>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) flights: Arc<Flights>,
-    fetcher: Arc<Fetcher>,
+    pub(crate) fetcher: Arc<Fetcher>,
     verifier: Arc<Verifier>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Download tasks, so that a graceful stop can let them finish.
-    pub(crate) downloads: TaskTracker,
     started: Instant,
     /// Held for the proxy's life: one proxy per cache directory.
     _lock: File,
@@ -74,7 +73,7 @@ impl Proxy {
     pub fn open(config: Config) -> Result<Arc<Proxy>> {
         config.validate().map_err(Error::Config)?;
         let lock = crate::admin::lock(&config.cache_dir)?;
-        let store = Arc::new(Store::open(&config.cache_dir)?);
+        let store = Arc::new(Store::open(&config.cache_dir).map_err(Error::Store)?);
         let catalog =
             Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
         store.seed_access(catalog.take_access_times());
@@ -118,12 +117,10 @@ impl Proxy {
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             verifier: verifier.clone(),
-            backoff: Backoff::new(
-                Duration::from_secs(config.upstream.backoff_secs),
-                Duration::from_secs(config.upstream.backoff_max_secs),
-            ),
+            backoff: Backoff::new(&config.upstream),
             strict: config.strict,
             cap,
+            downloads: TaskTracker::new(),
         });
         Ok(Arc::new(Proxy {
             access,
@@ -134,7 +131,6 @@ impl Proxy {
             fetcher,
             verifier,
             metrics,
-            downloads: TaskTracker::new(),
             started: Instant::now(),
             _lock: lock,
         }))
@@ -165,7 +161,7 @@ impl Proxy {
                 } else {
                     Outcome::Failed
                 };
-                (serve::error_page(&e), outcome)
+                (respond::error_page(&e), outcome)
             }
         };
         match outcome {
@@ -222,7 +218,7 @@ impl Proxy {
         }
         if !target.kind.is_cached() {
             let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
-            return Ok((serve::passthrough(upstream, head_only), Outcome::Pass));
+            return Ok((respond::passthrough(upstream, head_only), Outcome::Pass));
         }
         self.cached(&target, req.headers(), head_only).await
     }
@@ -258,22 +254,17 @@ impl Proxy {
         // A HEAD of a file not stored is answered by upstream's HEAD: no download for it.
         if head_only && cached.is_none() {
             let upstream = self.fetcher.upstream.head(&target.upstreams).await?;
-            return Ok((serve::passthrough(upstream, true), Outcome::Pass));
+            return Ok((respond::passthrough(upstream, true), Outcome::Pass));
         }
         let (mut rx, joined) = match self.flights.join(&target.key) {
             Joined::Leader(lead) => {
-                if let Err(e) = self.fetcher.backoff.check(&target.key) {
-                    self.metrics.backoff_refusals.inc();
-                    lead.finish(Progress::Failed { status: 502, reason: e.to_string().into() });
-                    return Err(e);
-                }
                 let rx = lead.flight.subscribe();
                 let job = Job {
                     target: target.clone(),
                     cached: cached.clone().filter(|_| !target.kind.is_immutable()),
                     expected: expected.clone(),
                 };
-                self.downloads.spawn(self.fetcher.clone().run(lead, job));
+                self.fetcher.start(lead, job)?;
                 (rx, false)
             }
             Joined::Follower(flight) => (flight.subscribe(), true),
@@ -294,7 +285,7 @@ impl Proxy {
             }
             Progress::Body { head, file, .. } => {
                 let (label, outcome) = if joined { ("joined", Outcome::Joined) } else { ("miss", Outcome::Miss) };
-                Ok((serve::flight(rx, &head, file, head_only, label), outcome))
+                Ok((respond::flight(rx, &head, file, head_only, label), outcome))
             }
             Progress::Failed { status, reason } => {
                 // An index that upstream cannot confirm right now is still better than nothing,
@@ -352,7 +343,7 @@ impl Proxy {
         let path: PathBuf = self.store.blob_path(&entry.blob);
         // Pinned for as long as the body is being sent: prune leaves it alone meanwhile.
         let pin = self.store.pin(&entry.blob);
-        match serve::blob(&path, entry, headers, head_only).await? {
+        match respond::blob(&path, entry, headers, head_only).await.map_err(Error::Store)? {
             Some(resp) => {
                 self.catalog.hit(&target.key);
                 self.store.touch(&entry.blob);
@@ -397,10 +388,10 @@ impl Proxy {
 
     fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
         match endpoint {
-            "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
+            "metrics" => Ok(respond::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
             "status" => {
                 let status = self.status();
-                Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
+                Ok(respond::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
             }
             _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
         }

@@ -134,7 +134,7 @@ pub fn flight(
 
 /// A response relayed from upstream without storing it.
 pub fn passthrough(upstream: reqwest::Response, head_only: bool) -> Response<Body> {
-    let head = crate::fetch::head_of(upstream.headers());
+    let head = Head::of(upstream.headers());
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     describe(resp.headers_mut(), &head, "pass");

@@ -11,13 +11,13 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::service::Proxy;
+use crate::handler::Proxy;
 
 /// How long a stop waits for running requests and downloads before abandoning them.
 const DRAIN: Duration = Duration::from_secs(20);
 
 /// Serves until `shutdown` resolves, then drains. Tests hand in listeners bound to port 0.
-pub async fn serve(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
+pub async fn listen(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
     let graceful = Arc::new(GracefulShutdown::new());
     let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -59,8 +59,8 @@ pub async fn serve(proxy: Arc<Proxy>, listeners: Vec<TcpListener>, shutdown: imp
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}: closing them");
     }
-    proxy.downloads.close();
-    if tokio::time::timeout(DRAIN, proxy.downloads.wait()).await.is_err() {
+    proxy.fetcher.downloads.close();
+    if tokio::time::timeout(DRAIN, proxy.fetcher.downloads.wait()).await.is_err() {
         tracing::warn!(
             "downloads still running after {DRAIN:?}: abandoned (their partial files are removed at next start)"
         );
