@@ -27,6 +27,10 @@ use crate::verify::{Root, Trusted, Verifier};
 /// Index files up to this size are verified before their first byte is sent.
 const HOLD_WHOLE_MAX: u64 = 4 << 20;
 
+/// The status a flight fails with when the store had no room: its clients pass the file
+/// through from upstream themselves (507 Insufficient Storage, never sent to a client).
+pub const STORE_FULL: u16 = 507;
+
 /// A detached signature is a few hundred bytes per key; anything far larger is not one.
 const SIGNATURE_MAX: usize = 1 << 20;
 
@@ -83,6 +87,16 @@ impl Fetcher {
                 tracing::debug!(%key, ms = started.elapsed().as_millis() as u64, "fetch done");
                 last
             }
+            Err(Error::StoreFull(e)) => {
+                self.metrics.store_full.inc();
+                if self.store.mark_full() {
+                    tracing::warn!(
+                        %key, error = %e,
+                        "cache filesystem full: stored files are still served, the rest is passed through uncached"
+                    );
+                }
+                Progress::Failed { status: STORE_FULL, reason: e.to_string().into() }
+            }
             Err(e) => {
                 match &e {
                     Error::Verify(_) => self.metrics.verify_failures.inc(),
@@ -121,7 +135,8 @@ impl Fetcher {
             }
         }
         let store = self.store.clone();
-        let tmp = tokio::task::spawn_blocking(move || store.new_tmp()).await?.map_err(Error::store_write)?;
+        let size = head.content_length;
+        let tmp = tokio::task::spawn_blocking(move || store.new_tmp_for(size)).await?.map_err(Error::store_write)?;
         let file = Arc::new(tmp.as_file().try_clone().map_err(Error::Store)?);
         let mut written = 0u64;
         let mut hasher = Sha256::new();

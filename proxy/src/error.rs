@@ -65,7 +65,7 @@ impl From<tokio::task::JoinError> for Error {
 impl Error {
     /// A store write's error: `StoreFull` when the filesystem has no room left.
     pub fn store_write(e: std::io::Error) -> Error {
-        if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+        if e.kind() == std::io::ErrorKind::StorageFull {
             Error::StoreFull(e)
         } else {
             Error::Store(e)

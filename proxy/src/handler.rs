@@ -16,7 +16,7 @@ use crate::access::Access;
 use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected};
 use crate::config::Config;
-use crate::download::{Fetcher, Job};
+use crate::download::{Fetcher, Job, STORE_FULL};
 use crate::error::{Error, Result};
 use crate::flight::{answer, Flights, Joined, Progress};
 use crate::metrics::{Metrics, Source};
@@ -73,7 +73,8 @@ impl Proxy {
     pub fn open(config: Config) -> Result<Arc<Proxy>> {
         config.validate().map_err(Error::Config)?;
         let lock = crate::admin::lock(&config.cache_dir)?;
-        let store = Arc::new(Store::open(&config.cache_dir).map_err(Error::Store)?);
+        let store =
+            Arc::new(Store::open_with_hot_cache(&config.cache_dir, config.hot_cache_size).map_err(Error::Store)?);
         let catalog =
             Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
         store.seed_access(catalog.take_access_times());
@@ -217,8 +218,7 @@ impl Proxy {
             }
         }
         if !target.kind.is_cached() {
-            let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
-            return Ok((respond::passthrough(upstream, head_only), Outcome::Pass));
+            return self.pass_through(&target, head_only).await;
         }
         self.cached(&target, req.headers(), head_only).await
     }
@@ -256,6 +256,11 @@ impl Proxy {
             let upstream = self.fetcher.upstream.head(&target.upstreams).await?;
             return Ok((respond::passthrough(upstream, true), Outcome::Pass));
         }
+        // With the filesystem full, nothing new can be stored: pass it through.
+        if self.store.is_full() {
+            self.metrics.store_full.inc();
+            return self.pass_through(target, head_only).await;
+        }
         let (mut rx, joined) = match self.flights.join(&target.key) {
             Joined::Leader(lead) => {
                 let rx = lead.flight.subscribe();
@@ -287,6 +292,7 @@ impl Proxy {
                 let (label, outcome) = if joined { ("joined", Outcome::Joined) } else { ("miss", Outcome::Miss) };
                 Ok((respond::flight(rx, &head, file, head_only, label), outcome))
             }
+            Progress::Failed { status: STORE_FULL, .. } => self.pass_through(target, head_only).await,
             Progress::Failed { status, reason } => {
                 // An index that upstream cannot confirm right now is still better than nothing,
                 // as long as it agrees with the chain.
@@ -303,6 +309,12 @@ impl Proxy {
             }
             Progress::Asking => unreachable!("answer() waits past Asking"),
         }
+    }
+
+    /// Relays `target` from upstream without storing it.
+    async fn pass_through(&self, target: &Target, head_only: bool) -> Result<(Response<Body>, Outcome)> {
+        let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
+        Ok((respond::passthrough(upstream, head_only), Outcome::Pass))
     }
 
     /// Serves the blob the chain pins for `target` if the store has it, recording it as this
@@ -340,27 +352,36 @@ impl Proxy {
         headers: &hyper::HeaderMap,
         head_only: bool,
     ) -> Result<Option<Response<Body>>> {
-        let path: PathBuf = self.store.blob_path(&entry.blob);
-        // Pinned for as long as the body is being sent: prune leaves it alone meanwhile.
-        let pin = self.store.pin(&entry.blob);
-        match respond::blob(&path, entry, headers, head_only).await.map_err(Error::Store)? {
-            Some(resp) => {
-                self.catalog.hit(&target.key);
-                self.store.touch(&entry.blob);
-                Ok(Some(resp.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _held = &pin;
-                        frame
-                    })
-                    .boxed_unsync()
-                })))
-            }
+        // A hot small blob costs no trip to the blocking pool; anything else costs one.
+        let content = match self.store.hot(&entry.blob) {
+            Some(content) => Some(content),
             None => {
-                tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
-                self.catalog.remove(&target.key);
-                Ok(None)
+                let (store, blob) = (self.store.clone(), entry.blob.clone());
+                tokio::task::spawn_blocking(move || store.load(&blob)).await?.map_err(Error::Store)?
             }
+        };
+        let Some(content) = content else {
+            tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
+            self.catalog.remove(&target.key);
+            return Ok(None);
+        };
+        self.catalog.hit(&target.key);
+        self.store.touch(&entry.blob);
+        let small = content.len() as u64 <= crate::store::SMALL_BLOB_MAX;
+        let resp = respond::blob(content, entry, headers, head_only);
+        // A large blob is pinned for as long as its body is being sent: prune leaves it alone
+        // meanwhile. A small one goes out in one write.
+        if small {
+            return Ok(Some(resp));
         }
+        let pin = self.store.pin(&entry.blob);
+        Ok(Some(resp.map(|body| {
+            body.map_frame(move |frame| {
+                let _held = &pin;
+                frame
+            })
+            .boxed_unsync()
+        })))
     }
 
     /// What `/_vzpkg/status` and the admin socket's `/status` answer.

@@ -28,9 +28,32 @@ pub fn run(args: ProxyArgs, file: FileConfig) -> Result<()> {
         config.parent = args.parent;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    raise_file_limit(config.connections.max);
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// Each connection and each download holds a descriptor: the soft limit (often 1024) goes up to
+/// the hard one, and a hard limit below the connection cap is said at start.
+fn raise_file_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+        }
+    }
+    // Connections, their downloads' files, and some to spare for the store and the catalog.
+    let needed = (max_connections as u64).saturating_mul(2).saturating_add(256);
+    if hard < needed {
+        tracing::warn!(
+            limit = hard,
+            max_connections,
+            "the open-file limit is low for [proxy.connections] max: accepting may fail before the cap \
+             (raise LimitNOFILE, or lower max)"
+        );
+    }
 }
 
 async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
