@@ -129,6 +129,13 @@ impl Fetcher {
         }
         let url = resp.url().to_string();
         let head = Arc::new(Head::of(resp.headers()));
+        // No repository file is an HTML page: this is a login page, a captive portal or an
+        // error page that a redirect led to, and storing it would serve it for the real file.
+        if head.content_type.as_deref().is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html")) {
+            return Err(Error::Upstream(format!(
+                "{url} answered an HTML page instead of a repository file (a login or captive-portal page?)"
+            )));
+        }
         if let (Some(want), Some(got)) = (expected.as_ref().and_then(|e| e.size), head.content_length) {
             if want != got {
                 return Err(Error::Verify(format!("{url} is {got} bytes; its index says {want}")));
