@@ -17,7 +17,7 @@ mod metrics;
 pub mod prune;
 mod respond;
 mod store;
-mod target;
+pub mod target;
 mod upstream;
 mod verify;
 pub mod view;
