@@ -264,6 +264,18 @@ for c in "${contenders[@]}"; do
   if [[ "${large_runs[$c]}" == *error* ]]; then large[$c]=error; else large[$c]=$(median ${large_runs[$c]}); fi
 done
 
+# Where vzpkg's time goes during one more small-hit run, when perf is there.
+profile=""
+if command -v perf >/dev/null; then
+  echo "== profile of vzpkg's small hits (perf)" >&2
+  perf record -F 999 -g -o "$work/perf.data" -p "${pid[vzpkg]}" -- sleep "$secs" >/dev/null 2>&1 &
+  perf_pid=$!
+  read -r profile_rps _ _ < <(bench vzpkg "$SMALL" 64 "$secs")
+  wait "$perf_pid" || true
+  profile=$(perf report -i "$work/perf.data" --no-children --sort dso,sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 || true)
+  threads=$(perf report -i "$work/perf.data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -5 || true)
+fi
+
 # ---------------------------------------------------------------- 50 clients, one cold file
 echo "== 50 clients on one cold 20 MB file" >&2
 note_load "cold file"
@@ -456,6 +468,18 @@ peers=("${contenders[@]:1}")
   [ -n "$rss_note" ] && { echo "Peak RSS:$rss_note"; echo; }
   echo "vzpkg learned ${learned[vzpkg]:-0} Packages files (\"index learned\" log lines) during the last figure; the others do not read indexes."
   echo
+  if [ -n "$profile" ]; then
+    echo "## Where a small hit's time goes"
+    echo
+    echo "\`perf record -F 999 -g\` on vzpkg during one more ${secs} s small-hit run ($profile_rps req/s while profiled); \`perf report --no-children --sort dso,sym\`, top entries, then the share per thread:"
+    echo
+    echo '```'
+    echo "$profile"
+    echo
+    echo "$threads"
+    echo '```'
+    echo
+  fi
   echo "## Ten containers installing the same set"
   echo
   echo "What it measures: $e2e_note"

@@ -94,6 +94,10 @@ fn key_part(path: &str, query: Option<&str>, kind: FileKind) -> Result<String> {
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .map_err(|_| Error::BadRequest("path refused: escapes that do not decode to UTF-8".into()))?;
+    // Raw or escaped, C1 controls (U+0080–U+009F) are control bytes too, and would reach logs.
+    if decoded.chars().any(char::is_control) {
+        return Err(Error::BadRequest("path refused: control characters".into()));
+    }
     let mut key = String::with_capacity(decoded.len() + query.map_or(0, |q| q.len() + 1));
     for c in decoded.chars() {
         match c {
@@ -217,6 +221,8 @@ mod tests {
             "http://mirror.example.org/../../etc/passwd",
             "http://mirror.example.org//etc/passwd",
             "http://mirror.example.org/x?a=%00",
+            "/debian/pool/a%c2%9bb.deb",
+            "/debian/pool/a\u{9b}b.deb",
         ] {
             let err = route(&path.parse().unwrap(), &remap()).unwrap_err();
             assert_eq!(err.status(), 400, "{path}");
