@@ -340,28 +340,27 @@ e2e_note=""
 if [ "${SKIP_E2E:-0}" != 1 ] && [ -f "$rootfs_tar" ]; then
   echo "== ten containers installing the same set" >&2
   note_load "containers"
-  # The local repository: 12 packages of 0.5 to 3 MB.
-  mkdir -p "$up/e2e/pool" "$work/debs"
+  # The local repository, laid out as Debian's: 12 packages of 0.5 to 3 MB in suite "bench".
+  mkdir -p "$work/debs" "$up/debian/dists/bench/main/binary-all"
   pkgs=()
   for i in $(seq 12); do
     name=bench-e2e-$i
     d=$work/debs/$name
-    mkdir -p "$d/DEBIAN" "$d/usr/share/$name"
+    mkdir -p "$d/DEBIAN" "$d/usr/share/$name" "$up/debian/pool/main/b/$name"
     head -c $(((i % 6 + 1) * 512 * 1024)) /dev/urandom >"$d/usr/share/$name/data"
     printf 'Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: Bench <bench@example.org>\nDescription: benchmark package\n' "$name" >"$d/DEBIAN/control"
-    dpkg-deb -Zgzip -z1 --build "$d" "$up/e2e/pool/${name}_1.0_all.deb" >/dev/null
+    dpkg-deb -Zgzip -z1 --build "$d" "$up/debian/pool/main/b/$name/${name}_1.0_all.deb" >/dev/null
     pkgs+=("$name")
   done
-  mkdir -p "$up/e2e/dists/bench/main/binary-all"
-  (cd "$up/e2e" && apt-ftparchive packages pool >dists/bench/main/binary-all/Packages)
-  gzip -k9 "$up/e2e/dists/bench/main/binary-all/Packages"
-  (cd "$up/e2e/dists/bench" && apt-ftparchive -o APT::FTPArchive::Release::Suite=bench \
+  (cd "$up/debian" && apt-ftparchive packages pool/main/b >dists/bench/main/binary-all/Packages)
+  gzip -k9 "$up/debian/dists/bench/main/binary-all/Packages"
+  (cd "$up/debian/dists/bench" && apt-ftparchive -o APT::FTPArchive::Release::Suite=bench \
     -o APT::FTPArchive::Release::Components=main -o APT::FTPArchive::Release::Architectures=all \
     release . >Release)
   mkdir -p "$work/base"
   tar -xf "$rootfs_tar" -C "$work/base"
   # A container: an overlay of the root with its own upper layer, /proc and /dev, apt pointed
-  # at the local repository only.
+  # at the local repository only. Sets ct_root (not echoed: the mounts must be noted here).
   container() { # name proxy-url-or-empty
     local ct=$work/ct/$1
     mkdir -p "$ct/upper" "$ct/work" "$ct/root"
@@ -371,29 +370,40 @@ if [ "${SKIP_E2E:-0}" != 1 ] && [ -f "$rootfs_tar" ]; then
     mount --rbind /dev "$ct/root/dev" && mounts+=("$ct/root/dev")
     rm -f "$ct/root/etc/apt/sources.list" "$ct/root/etc/apt/sources.list.d/"*
     echo "127.0.0.1 localhost" >"$ct/root/etc/hosts"
-    echo "deb [trusted=yes] $upstream/e2e bench main" >"$ct/root/etc/apt/sources.list.d/bench.list"
+    echo "deb [trusted=yes] $upstream/debian bench main" >"$ct/root/etc/apt/sources.list.d/bench.list"
     {
       echo 'APT::Sandbox::User "root";'
+      echo 'Acquire::Retries "3";'
       [ -n "$2" ] && echo "Acquire::http::Proxy \"$2\";"
     } >"$ct/root/etc/apt/apt.conf.d/99bench"
-    echo "$ct/root"
+    ct_root=$ct/root
   }
-  install_in() { chroot "$1" sh -c "apt-get -qq update && apt-get -qq install -y --no-install-recommends ${pkgs[*]} >/dev/null"; }
+  install_in() {
+    DEBIAN_FRONTEND=noninteractive chroot "$1" sh -c \
+      "apt-get -qq update && apt-get -qq install -y --no-install-recommends ${pkgs[*]} >/dev/null 2>&1"
+  }
   upstream_bytes_since() { tail -c +"$(($1 + 1))" "$work/upstream.log" | awk '{ b += $4 } END { print b + 0 }'; }
   for mode in direct "${caches[@]}"; do
     proxy_url=""
     [ "$mode" != direct ] && proxy_url=http://127.0.0.1:${port[$mode]}/
-    if [ -n "$proxy_url" ]; then install_in "$(container "warm-$mode" "$proxy_url")"; fi
+    if [ -n "$proxy_url" ]; then
+      container "warm-$mode" "$proxy_url"
+      install_in "$ct_root" || echo "compare.sh: warming $mode's cache failed" >&2
+    fi
     roots=()
-    for n in $(seq 10); do roots+=("$(container "$mode-$n" "$proxy_url")"); done
+    for n in $(seq 10); do
+      container "$mode-$n" "$proxy_url"
+      roots+=("$ct_root")
+    done
     offset=$(stat -c %s "$work/upstream.log")
     started=$(date +%s.%N)
-    for root in "${roots[@]}"; do install_in "$root" & done
-    failed=0
-    for job in $(jobs -p); do
-      case " ${pids[*]} " in *" $job "*) continue ;; esac
-      wait "$job" || failed=1
+    installs=()
+    for root in "${roots[@]}"; do
+      install_in "$root" &
+      installs+=("$!")
     done
+    failed=0
+    for job in "${installs[@]}"; do wait "$job" || failed=1; done
     e2e_wall[$mode]=$(echo "$(date +%s.%N) - $started" | bc)
     e2e_bytes[$mode]=$(upstream_bytes_since "$offset")
     for root in "${roots[@]}"; do
@@ -401,7 +411,7 @@ if [ "${SKIP_E2E:-0}" != 1 ] && [ -f "$rootfs_tar" ]; then
     done
     [ "$failed" = 0 ] || e2e_wall[$mode]=failed
   done
-  e2e_note="ten overlays of $(basename "$rootfs_tar") run \`apt-get update && apt-get install\` of 12 packages ($(du -sh "$up/e2e/pool" | cut -f1) of .debs) at once; \"direct\" fetches from the loopback upstream, the others through the cache, warmed beforehand by an eleventh container. Bytes from upstream are the body bytes nginx logged for the ten."
+  e2e_note="ten overlays of $(basename "$rootfs_tar") run \`apt-get update && apt-get install\` of 12 packages ($(du -sh "$up/debian/pool/main/b" | cut -f1) of .debs) at once; \"direct\" fetches from the loopback upstream, the others through the cache, warmed beforehand by an eleventh container. Bytes from upstream are the body bytes nginx logged for the ten."
 else
   e2e_note="left out (SKIP_E2E=1, or no container tarball at $rootfs_tar: run contrib/test.sh)."
 fi
