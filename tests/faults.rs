@@ -124,7 +124,7 @@ async fn upstream_faults_store_nothing_and_the_next_request_is_right() {
 
     assert!(check_store(&proxy.cache_dir).is_empty(), "a fault left a blob");
     eventually("no temporary file is left", || async { tmp_files(&proxy.cache_dir) == 0 }).await;
-    assert!(proxy.log_text().contains("answered an HTML page"), "the login page is named in the log");
+    proxy.log_with("answered an HTML page");
 
     upstream.heal(FAIL);
     upstream.unredirect(LOGIN);
@@ -218,7 +218,7 @@ async fn slow_vanishing_and_stuck_clients() {
     let got = closed_by(&mut stuck, Instant::now() + Duration::from_secs(10)).await;
     let got = got.expect("the stuck connection was closed");
     assert!(got.len() < contents[0].len(), "the stuck client cannot have had it all");
-    assert!(proxy.log_text().contains("no bytes moved on the connection: closed"));
+    proxy.log_with("no bytes moved on the connection: closed");
 
     assert_eq!(get_right(&http(), &url(BIG), &contents[0]).await, "hit");
     assert_eq!(get_right(&http(), &url(COLD), &contents[1]).await, "hit");
@@ -292,8 +292,11 @@ async fn a_full_cache_filesystem_serves_what_it_has_and_passes_the_rest_through(
     assert_eq!(get_right(&http(), &url(SMALL), &contents[0]).await, "hit", "what is stored is still served");
     assert_eq!(get_right(&http(), &url(BIG), &contents[1]).await, "pass");
     assert!(counter(&proxy, "store_full").await >= 2, "both passes are counted");
-    let said = proxy.log_text().matches("cache filesystem full").count();
-    assert_eq!(said, 1, "said once, not per request:\n{}", proxy.log_text());
+    // The last request's own line comes after any warning it caused: lines keep their order.
+    let pass_line = format!("url={BIG} status=200 cache=\"pass\"");
+    eventually("both passes are logged", || async { proxy.log_text().matches(&pass_line).count() == 2 }).await;
+    let log = proxy.log_text();
+    assert_eq!(log.matches("cache filesystem full").count(), 1, "said once, not per request:\n{log}");
     assert_eq!(check_store(&cache), [sha256(&contents[0])]);
     assert_eq!(tmp_files(&cache), 0);
 }
@@ -314,11 +317,15 @@ async fn a_thousand_idle_connections_do_not_stop_normal_clients() {
     for i in 0..1000u32 {
         // 250 per address, under the per-client cap.
         held.push(connect_from([127, 0, 0, 2 + (i / 250) as u8], proxy.addr).await);
+        // In hundreds, each taken before the next: a connection the kernel's accept queue had
+        // no room for would wait for a retransmission, on a loaded machine for longer than the
+        // test waits.
+        if held.len() % 100 == 0 {
+            let n = held.len() as u64;
+            eventually("the proxy takes the connections", || async { counter(&proxy, "connections_open").await >= n })
+                .await;
+        }
     }
-    eventually("the proxy holds the thousand connections", || async {
-        counter(&proxy, "connections_open").await >= 1000
-    })
-    .await;
     let client = http();
     for _ in 0..50 {
         assert_eq!(get_right(&client, &url, &contents[0]).await, "hit");
@@ -351,7 +358,7 @@ async fn connection_caps_answer_503_and_say_so() {
     let answer = closed_by(&mut over, Instant::now() + Duration::from_secs(30)).await.expect("refused and closed");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
     assert_eq!(get_right(&client_from([127, 0, 0, 9]), &url, &contents[0]).await, "hit", "others are served");
-    assert!(proxy.log_text().contains("per-client connection cap reached"));
+    proxy.log_with("per-client connection cap reached");
 
     eventually("only the ten held connections (and this question) are open", || async {
         counter(&proxy, "connections_open").await <= 11
@@ -365,7 +372,7 @@ async fn connection_caps_answer_503_and_say_so() {
     let mut over = connect_from([127, 0, 0, 7], proxy.addr).await;
     let answer = closed_by(&mut over, Instant::now() + Duration::from_secs(30)).await.expect("refused and closed");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
-    assert_eq!(proxy.log_text().matches("connection cap reached: new connections").count(), 1);
+    proxy.log_with("connection cap reached: new connections");
 
     held.truncate(20);
     let client = client_from([127, 0, 0, 8]);
@@ -374,6 +381,8 @@ async fn connection_caps_answer_503_and_say_so() {
     })
     .await;
     assert_eq!(get_right(&client, &url, &contents[0]).await, "hit");
+    let log = proxy.log_with("below the connection cap again");
+    assert_eq!(log.matches("connection cap reached: new connections").count(), 1, "said once:\n{log}");
     assert!(counter(&proxy, "connections_refused").await >= 2);
     assert_eq!(check_store(&proxy.cache_dir), [sha256(&contents[0])]);
 }
