@@ -60,8 +60,8 @@ pub struct ConnectionConfig {
     /// A client has this long to send a request's headers, counted from when the connection
     /// opens or its previous response ended; so it also closes a kept-alive connection left idle.
     pub header_timeout_secs: u64,
-    /// A connection on which no byte moves either way for this long, while no request on it
-    /// waits for upstream, is closed: a client that stopped reading its response, or vanished
+    /// A connection on which no byte moves either way for this long (checked once per period,
+    /// so closed within twice this), while no request on it waits for upstream, is closed: a client that stopped reading its response, or vanished
     /// without a word. Longer than `upstream.low_speed_secs`, so that a stalled upstream is
     /// resumed before its clients are given up on.
     pub idle_timeout_secs: u64,
