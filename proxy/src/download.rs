@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use vzpkg_adapters::FileKind;
 
+use crate::access::Access;
 use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected, Role};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::flight::{Head, Lead, Progress};
 use crate::metrics::Metrics;
@@ -37,17 +39,17 @@ const SIGNATURE_MAX: usize = 1 << 20;
 /// Everything a download task needs, shared by all of them.
 pub struct Fetcher {
     pub upstream: Upstream,
-    pub store: Arc<Store>,
-    pub catalog: Arc<Catalog>,
-    pub metrics: Arc<Metrics>,
-    pub verifier: Arc<Verifier>,
-    pub backoff: Backoff,
-    /// Do not store packages that no index vouches for.
-    pub strict: bool,
-    /// Keeps the store under `max_cache_size`, when set.
-    pub cap: Option<Arc<crate::prune::Cap>>,
     /// Download tasks, so that a graceful stop can let them finish.
     pub downloads: TaskTracker,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    verifier: Arc<Verifier>,
+    backoff: Backoff,
+    /// Do not store packages that no index vouches for.
+    strict: bool,
+    /// Keeps the store under `max_cache_size`, when set.
+    cap: Option<Arc<crate::prune::Cap>>,
 }
 
 /// What a fetch is asked to do.
@@ -60,6 +62,29 @@ pub struct Job {
 }
 
 impl Fetcher {
+    /// The upstream client and the backoff come from `config`.
+    pub fn new(
+        config: &Config,
+        access: Arc<Access>,
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        metrics: Arc<Metrics>,
+        verifier: Arc<Verifier>,
+        cap: Option<Arc<crate::prune::Cap>>,
+    ) -> Result<Fetcher> {
+        Ok(Fetcher {
+            upstream: Upstream::new(config, access, metrics.clone())?,
+            downloads: TaskTracker::new(),
+            store,
+            catalog,
+            metrics,
+            verifier,
+            backoff: Backoff::new(&config.upstream),
+            strict: config.strict,
+            cap,
+        })
+    }
+
     /// Starts the download `lead` stands for, as a task of its own so that no client can cancel
     /// it; or, while its URL is backing off, fails the flight at once.
     pub fn start(self: &Arc<Self>, lead: Lead, job: Job) -> Result<()> {

@@ -10,10 +10,8 @@ use std::time::Instant;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
-use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected};
 use crate::config::Config;
 use crate::download::{Fetcher, Job, STORE_FULL};
@@ -23,7 +21,6 @@ use crate::metrics::{Metrics, Source};
 use crate::respond::{self, Body};
 use crate::store::Store;
 use crate::target::{route, Route, Target};
-use crate::upstream::Upstream;
 use crate::verify::Verifier;
 
 /// How a request was answered, for the log line and the counters.
@@ -112,17 +109,15 @@ impl Proxy {
             keyrings.insert(name.clone(), vec![keyring.clone()]);
         }
         let verifier = Arc::new(Verifier::new(keyrings));
-        let fetcher = Arc::new(Fetcher {
-            upstream: Upstream::new(&config, access.clone(), metrics.clone())?,
-            store: store.clone(),
-            catalog: catalog.clone(),
-            metrics: metrics.clone(),
-            verifier: verifier.clone(),
-            backoff: Backoff::new(&config.upstream),
-            strict: config.strict,
+        let fetcher = Arc::new(Fetcher::new(
+            &config,
+            access.clone(),
+            store.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            verifier.clone(),
             cap,
-            downloads: TaskTracker::new(),
-        });
+        )?);
         Ok(Arc::new(Proxy {
             access,
             config,
