@@ -8,8 +8,9 @@
 //! reader that has it open: the file lives on until the reader closes it.
 //!
 //! Serving reads a blob in one blocking call: small blobs whole into memory, where the hottest
-//! stay (a bounded cache of `Bytes` shared by every client), larger ones mapped, so that a hit
-//! costs no blocking-pool hop per chunk and no copy in user space.
+//! stay (a bounded cache of `Bytes` shared by every client), larger ones mapped (one mapping for
+//! all the clients of a blob at once), so that a hit costs no blocking-pool hop per chunk and no
+//! copy in user space.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -17,7 +18,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +34,8 @@ pub struct Store {
     pins: Arc<Mutex<HashMap<String, usize>>>,
     /// Small blobs served recently, by hash.
     hot: Option<quick_cache::sync::Cache<String, Bytes, ByLength>>,
+    /// Large blobs mapped for clients being served now.
+    mapped: Mutex<HashMap<String, Weak<memmap2::Mmap>>>,
     opened: Instant,
     /// Milliseconds after `opened` (plus one) when a write last found the filesystem full; 0: never.
     full_since: AtomicU64,
@@ -49,6 +52,15 @@ pub const SMALL_BLOB_MAX: u64 = 256 << 10;
 
 /// The hot cache's default budget in bytes.
 pub const HOT_CACHE_DEFAULT: u64 = 32 << 20;
+
+/// A mapping shared by the bodies of every client of one blob.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Weighs a cached blob by its length, so that the hot cache's budget is in bytes.
 #[derive(Clone)]
@@ -129,6 +141,7 @@ impl Store {
             eviction: Box::new(Lru::default()),
             pins: Arc::default(),
             hot: None,
+            mapped: Mutex::default(),
             opened: Instant::now(),
             full_since: AtomicU64::new(0),
         }
@@ -142,6 +155,11 @@ impl Store {
     /// A blob's content for serving, `None` when it is gone. Blocking: one call reads a small
     /// blob whole (and keeps it hot) or maps a larger one.
     pub fn load(&self, sha256_hex: &str) -> io::Result<Option<Bytes>> {
+        // Clients of one large blob at once share its mapping, so that it is resident (and
+        // counted in the proxy's RSS) once, not once per client.
+        if let Some(map) = self.mapped.lock().unwrap().get(sha256_hex).and_then(Weak::upgrade) {
+            return Ok(Some(Bytes::from_owner(SharedMap(map))));
+        }
         let file = match File::open(self.blob_path(sha256_hex)) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -161,8 +179,11 @@ impl Store {
         // does: it is read-only (0444) from the moment it is committed, nothing opens it for
         // writing, and removal unlinks it, which leaves the mapping intact. The pages are
         // populated here, on a blocking thread, so that sending them faults nothing in.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        Ok(Some(Bytes::from_owner(map)))
+        let map = Arc::new(unsafe { memmap2::MmapOptions::new().populate().map(&file)? });
+        let mut mapped = self.mapped.lock().unwrap();
+        mapped.retain(|_, m| m.strong_count() > 0);
+        mapped.insert(sha256_hex.to_string(), Arc::downgrade(&map));
+        Ok(Some(Bytes::from_owner(SharedMap(map))))
     }
 
     /// Last uses recorded elsewhere (the catalog's access times), where later than the files'.
@@ -293,6 +314,33 @@ fn is_blob_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Small blobs come from memory once loaded; clients of one large blob share one mapping;
+    /// a blob that is gone is `None`, and its hot copy goes with it.
+    #[test]
+    fn blobs_load_from_memory_or_one_shared_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_hot_cache(dir.path(), 1 << 20).unwrap();
+        let small = vec![7u8; 1000];
+        let large = vec![9u8; (SMALL_BLOB_MAX + 1) as usize];
+        for (name, content) in [("a".repeat(64), &small), ("b".repeat(64), &large)] {
+            let mut tmp = store.new_tmp().unwrap();
+            tmp.write_all(content).unwrap();
+            store.commit(tmp, &name).unwrap();
+        }
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(store.hot(&a), None, "nothing is hot before it is served");
+        assert_eq!(store.load(&a).unwrap().unwrap(), small);
+        assert_eq!(store.hot(&a).unwrap(), small);
+        assert_eq!(store.hot(&b), None, "large blobs are never held in memory");
+        let first = store.load(&b).unwrap().unwrap();
+        let second = store.load(&b).unwrap().unwrap();
+        assert_eq!(first, large);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one mapping for both clients");
+        store.remove(&a).unwrap();
+        assert_eq!(store.hot(&a), None);
+        assert_eq!(store.load(&a).unwrap(), None);
+    }
 
     #[test]
     fn leftovers_are_cleared_and_commits_land_under_their_hash() {
