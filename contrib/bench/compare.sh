@@ -248,7 +248,7 @@ for c in "${caches[@]}"; do
 done
 
 # ---------------------------------------------------------------- hits, interleaved rounds
-declare -A small_runs large_runs p99_base
+declare -A small_runs large_runs p99_runs p99_base
 echo "== cache hits: $rounds rounds of ${secs}s per contender, interleaved" >&2
 for ((r = 0; r < rounds; r++)); do
   note_load "hits, round $((r + 1))"
@@ -257,7 +257,7 @@ for ((r = 0; r < rounds; r++)); do
     c=${contenders[$(((k + r) % n))]}
     read -r rps _ p99 < <(bench "$c" "$SMALL" 64 "$secs")
     small_runs[$c]+="$rps "
-    [ "$r" -eq 0 ] && p99_base[$c]=$p99
+    p99_runs[$c]+="$p99 "
     read -r _ bps _ < <(bench "$c" "$LARGE" 8 "$secs")
     large_runs[$c]+="$bps "
     echo "   round $((r + 1)) $c: small $rps req/s, large $bps B/s" >&2
@@ -269,6 +269,8 @@ for c in "${contenders[@]}"; do
   small[$c]=$(median ${small_runs[$c]})
   # shellcheck disable=SC2086
   large[$c]=$(median ${large_runs[$c]})
+  # shellcheck disable=SC2086
+  p99_base[$c]=$(median ${p99_runs[$c]})
 done
 
 # Where vzpkg's time goes during one more small-hit run, when perf is there.
@@ -460,7 +462,7 @@ peers=("${contenders[@]:1}")
   printf '| large hits, 20 MB .deb, 8 connections (GB/s, higher is better) |'
   for c in "${contenders[@]}"; do printf ' %s |' "$(fmt "${large[$c]}" 1000000000 2)"; done
   for p in "${peers[@]}"; do printf ' %s |' "$(ratio "${large[vzpkg]}" "${large[$p]}")"; done; echo
-  printf '| hit p99 at 64 connections (ms, lower is better) |'
+  printf '| small-hit p99 at 64 connections (ms, median of the rounds, lower is better) |'
   for c in "${contenders[@]}"; do printf ' %s |' "$(cell "${p99_base[$c]}")"; done
   for p in "${peers[@]}"; do printf ' %s |' "$(ratio "${p99_base[vzpkg]}" "${p99_base[$p]}")"; done; echo
   printf '| 50 clients, one cold 20 MB file: upstream GETs |'
