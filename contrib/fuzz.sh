@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of the adapters' parsers for SECONDS each (default 20), starting
-# from the seeds in adapters/fuzz/seeds. Installs what it needs if missing: a C++ compiler (for
+# Runs every cargo-fuzz target (the adapters' parsers, the proxy's request routing and its config
+# parser) for SECONDS each (default 20), starting from the seeds in adapters/fuzz/seeds. Installs what it needs if missing: a C++ compiler (for
 # libFuzzer, via apt-get) and cargo-fuzz (via cargo install). `contrib/fuzz.sh --prepare` only
 # installs them.
 #
@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../adapters/fuzz"
 
-# One per parser; a target added to the crate is added here too.
-expected=(packages primary release repomd sources)
+# One per parser (the proxy's request routing and config too); a target added to the crate is added here too.
+expected=(config packages primary release repomd route sources)
 
 if ! command -v c++ >/dev/null; then
   sudo=""

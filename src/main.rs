@@ -19,7 +19,9 @@ use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    // Only the proxy writes through a logging thread: wrapper commands fork before any thread
+    // exists. Held to the end so that the last lines are flushed.
+    let _flush_on_exit = init_logging(cli.global.log_format, matches!(cli.command, Command::Proxy(_)));
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -75,15 +77,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr; with `background`, through a thread of its own, so that a request's log
+/// line never waits on a slow terminal or pipe (lines are dropped, not waited for, if that
+/// thread falls far behind).
+fn init_logging(format: LogFormat, background: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = if background {
+        let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer), Some(guard))
+    } else {
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }

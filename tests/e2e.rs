@@ -7,6 +7,7 @@ mod audit;
 mod clients;
 mod confinement;
 mod contrib;
+mod faults;
 mod proxy;
 mod prune;
 mod rpm;

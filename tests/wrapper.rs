@@ -115,7 +115,7 @@ fn a_second_container_installs_from_the_view_without_downloading() {
     setup.ok("install", &[&first.ct(), "vzt-alpha"]);
     let debs_fetched = setup.upstream.count_ending(".deb");
     assert_eq!(debs_fetched, 2, "alpha and beta, once each");
-    let log = setup.proxy.log_text();
+    let log = setup.proxy.log_with("vzt-alpha_1.0_all.deb status=200");
     let request = log.lines().find(|l| l.contains("vzt-alpha_1.0_all.deb") && l.contains("status=200")).unwrap();
     assert!(
         request.contains("run=\"") && !request.contains("run=\"-\""),

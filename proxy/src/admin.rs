@@ -34,9 +34,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::handler::Proxy;
 use crate::prune::{self, Options, Report};
-use crate::serve::{self, Body};
-use crate::service::Proxy;
+use crate::respond::{self, Body};
 use crate::store::Store;
 
 /// The socket, relative to the cache directory.
@@ -48,15 +48,11 @@ pub fn socket_path(cache_dir: &Path) -> PathBuf {
 
 /// Takes the cache directory's lock: one proxy (or one offline prune) per cache.
 pub(crate) fn lock(cache_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(cache_dir)?;
+    std::fs::create_dir_all(cache_dir).map_err(Error::Store)?;
     let path = cache_dir.join("lock");
-    let lock = File::create(&path)?;
+    let lock = File::create(&path).map_err(Error::Store)?;
     lock.try_lock_exclusive().map_err(|_| {
-        Error::Store(io::Error::other(format!(
-            "{} is in use by a vzpkg proxy (lock file {})",
-            cache_dir.display(),
-            path.display()
-        )))
+        Error::Busy(format!("{} is in use by a vzpkg proxy (lock file {})", cache_dir.display(), path.display()))
     })?;
     Ok(lock)
 }
@@ -89,7 +85,7 @@ pub struct Listener {
 static PRUNING: AtomicBool = AtomicBool::new(false);
 
 /// Serves the admin socket for as long as the task runs.
-pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
+pub async fn listen(proxy: Arc<Proxy>, listener: Listener) {
     let owner = listener.owner;
     let listener = match tokio::net::UnixListener::from_std(listener.listener) {
         Ok(l) => l,
@@ -126,7 +122,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener) {
 async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let json =
-        |status: StatusCode, value: serde_json::Value| serve::text(status, "application/json", format!("{value}\n"));
+        |status: StatusCode, value: serde_json::Value| respond::text(status, "application/json", format!("{value}\n"));
     match (req.method(), path.as_str()) {
         (&Method::GET, "/status") => json(StatusCode::OK, proxy.status()),
         (&Method::GET, p) if p.starts_with("/runs/") => match proxy.metrics.runs.get(&p["/runs/".len()..]) {
@@ -219,7 +215,7 @@ fn log_report(report: &Report, via: &str) {
 /// Prunes a cache no proxy holds, taking its lock for the duration; blocking.
 pub fn prune_cache(cache_dir: &Path, options: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
     let _lock = lock(cache_dir)?;
-    let store = Store::open(cache_dir)?;
+    let store = Store::open(cache_dir).map_err(Error::Store)?;
     let catalog = Catalog::open(&cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?;
     store.seed_access(catalog.take_access_times());
     let report = prune::prune(&store, &catalog, options, progress)?;
@@ -231,7 +227,7 @@ pub fn prune_cache(cache_dir: &Path, options: &Options, progress: &mut dyn FnMut
 /// takes its lock for the duration; blocking.
 pub fn cache_status(cache_dir: &Path) -> Result<serde_json::Value> {
     let _lock = lock(cache_dir)?;
-    let store = Store::open(cache_dir)?;
+    let store = Store::open(cache_dir).map_err(Error::Store)?;
     let db = cache_dir.join("index.sqlite");
     let catalog = Catalog::open(&db, |blob| store.blob_path(blob).exists())?;
     catalog.flush();

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::UpstreamConfig;
 use crate::error::Error;
 
 pub struct Backoff {
@@ -14,7 +15,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Backoff {
+    pub fn new(config: &UpstreamConfig) -> Backoff {
+        Self::with(Duration::from_secs(config.backoff_secs), Duration::from_secs(config.backoff_max_secs))
+    }
+
+    fn with(base: Duration, max: Duration) -> Backoff {
         Backoff { base, max, failing: Mutex::new(HashMap::new()) }
     }
 
@@ -62,7 +67,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_until_a_success() {
-        let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(600));
+        let backoff = Backoff::with(Duration::from_secs(60), Duration::from_secs(600));
         assert!(backoff.check("k").is_ok());
         backoff.failed("k");
         let err = backoff.check("k").unwrap_err().to_string();
@@ -77,7 +82,7 @@ mod tests {
     /// maximum, fails here.
     #[test]
     fn the_wait_doubles_up_to_its_maximum() {
-        let backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
+        let backoff = Backoff::with(Duration::from_secs(10), Duration::from_secs(60));
         let mut now = Instant::now();
         for (failure, wait) in [10, 20, 40, 60, 60, 60].into_iter().enumerate() {
             backoff.failed_at("k", now);
@@ -96,7 +101,7 @@ mod tests {
 
     #[test]
     fn zero_base_turns_it_off() {
-        let backoff = Backoff::new(Duration::ZERO, Duration::from_secs(600));
+        let backoff = Backoff::with(Duration::ZERO, Duration::from_secs(600));
         backoff.failed("k");
         assert!(backoff.check("k").is_ok());
     }

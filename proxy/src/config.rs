@@ -45,7 +45,46 @@ pub struct Config {
     /// it): InRelease, Release.gpg and repomd.xml.asc must verify with it before their hashes
     /// are trusted.
     pub keyrings: BTreeMap<String, PathBuf>,
+    /// Small files served recently stay in memory up to this many bytes (an integer, or a
+    /// string such as "64M"; 0 turns it off).
+    #[serde(deserialize_with = "size")]
+    pub hot_cache_size: u64,
     pub upstream: UpstreamConfig,
+    pub connections: ConnectionConfig,
+}
+
+/// How long clients may take and how many connections they may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// A client has this long to send a request's headers, counted from when the connection
+    /// opens or its previous response ended; so it also closes a kept-alive connection left idle.
+    pub header_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long (checked once per period,
+    /// so closed within twice this), while no request on it waits for upstream, is closed: a client that stopped reading its response, or vanished
+    /// without a word. Longer than `upstream.low_speed_secs`, so that a stalled upstream is
+    /// resumed before its clients are given up on.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; new ones are answered 503 and closed while at the cap.
+    pub max: usize,
+    /// Connections one client address may hold at once, so that no client can take them all.
+    pub max_per_client: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig { header_timeout_secs: 15, idle_timeout_secs: 120, max: 4096, max_per_client: 256 }
+    }
+}
+
+impl ConnectionConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +120,9 @@ impl Default for Config {
             index_ttl_secs: 30,
             strict: false,
             keyrings: BTreeMap::new(),
+            hot_cache_size: crate::store::HOT_CACHE_DEFAULT,
             upstream: UpstreamConfig::default(),
+            connections: ConnectionConfig::default(),
         }
     }
 }
@@ -134,6 +175,13 @@ impl Config {
         if let Some(parent) = &self.parent {
             check_http_url(parent).map_err(|e| format!("parent: {e}"))?;
         }
+        let c = &self.connections;
+        if c.header_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+            return Err("connections: header_timeout_secs and idle_timeout_secs must be at least 1".into());
+        }
+        if c.max == 0 || c.max_per_client == 0 {
+            return Err("connections: max and max_per_client must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -155,6 +203,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M, G or T)")),
     };
     number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    size_opt(d)?.ok_or_else(|| serde::de::Error::custom("a size such as 500M or 20G"))
 }
 
 fn size_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -196,5 +248,17 @@ mod tests {
         let config: Config = toml::from_str("max_cache_size = 1000").unwrap();
         assert_eq!(config.max_cache_size, Some(1000));
         assert!(toml::from_str::<Config>("max_cache_size = \"lots\"").is_err());
+        let config: Config = toml::from_str("hot_cache_size = \"1M\"").unwrap();
+        assert_eq!(config.hot_cache_size, 1 << 20);
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let config: Config = toml::from_str("[connections]\nmax_per_client = 3").unwrap();
+        assert_eq!((config.connections.max, config.connections.max_per_client), (4096, 3));
+        assert!(config.validate().is_ok());
+        let config: Config = toml::from_str("[connections]\nheader_timeout_secs = 0").unwrap();
+        assert!(config.validate().unwrap_err().contains("header_timeout_secs"));
+        assert!(toml::from_str::<Config>("[connections]\nmaxx = 3").is_err(), "a typo is refused");
     }
 }

@@ -29,15 +29,47 @@ pub enum Error {
     #[error("verification failed: {0}")]
     Verify(String),
     // Not `#[from]`: the message already carries the cause, and a source would print it twice.
+    /// Reading or writing the blob store failed.
     #[error("cache store: {0}")]
     Store(std::io::Error),
+    /// The store's filesystem has no room: what is stored is still served, the rest passes
+    /// through uncached.
+    #[error("cache store full: {0}")]
+    StoreFull(std::io::Error),
+    /// Another process holds the cache directory.
+    #[error("{0}")]
+    Busy(String),
+    /// A task of ours panicked or was cancelled: a bug, not a fault of either side.
+    #[error("internal: {0}")]
+    Internal(String),
     #[error("cache index: {0}")]
     Index(rusqlite::Error),
+    #[error("cache index: {0}")]
+    IndexIo(std::io::Error),
 }
 
+/// Only the catalog's own file work (its writer thread) converts implicitly; everything else
+/// says which room an I/O error comes from (`Store`, `StoreFull`, `Busy`).
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Store(e)
+        Error::IndexIo(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl Error {
+    /// A store write's error: `StoreFull` when the filesystem has no room left.
+    pub fn store_write(e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            Error::StoreFull(e)
+        } else {
+            Error::Store(e)
+        }
     }
 }
 
@@ -53,11 +85,16 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::Busy(_) => StatusCode::CONFLICT,
             Error::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::Upstream(_) | Error::Verify(_) => StatusCode::BAD_GATEWAY,
-            Error::Config(_) | Error::Store(_) | Error::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config(_)
+            | Error::Store(_)
+            | Error::StoreFull(_)
+            | Error::Index(_)
+            | Error::IndexIo(_)
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -25,8 +25,17 @@ pub struct Metrics {
     pub backoff_refusals: Counter,
     pub bytes_from_cache: Counter,
     pub bytes_from_upstream: Counter,
+    /// Downloads passed through uncached because the cache's filesystem was full.
+    pub store_full: Counter,
+    /// Connections refused at `connections.max` or `connections.max_per_client`.
+    pub connections_refused: Counter,
+    /// Connections closed because a request's headers did not arrive in time.
+    pub header_timeouts: Counter,
+    /// Connections closed because no byte moved on them for `connections.idle_timeout_secs`.
+    pub idle_timeouts: Counter,
     /// Requests waiting for upstream's answer to a fetch under way.
     pub waiting: Gauge,
+    pub connections_open: Gauge,
     pub runs: Runs,
     registry: Registry,
 }
@@ -118,10 +127,19 @@ impl Metrics {
             ("upstream_failures", "Upstream requests or transfers that failed", &m.upstream_failures),
             ("bytes_from_cache", "Body bytes sent to clients from the store", &m.bytes_from_cache),
             ("bytes_from_upstream", "Body bytes received from upstream", &m.bytes_from_upstream),
+            ("store_full", "Downloads passed through uncached because the cache filesystem was full", &m.store_full),
+            ("connections_refused", "Connections refused at the overall or per-client cap", &m.connections_refused),
+            (
+                "header_timeouts",
+                "Connections closed because request headers did not arrive in time",
+                &m.header_timeouts,
+            ),
+            ("idle_timeouts", "Connections closed because no byte moved on them", &m.idle_timeouts),
         ] {
             registry.register(name, help, counter.clone());
         }
         registry.register("waiting_on_upstream", "Requests waiting for upstream to answer", m.waiting.clone());
+        registry.register("connections_open", "Client connections open", m.connections_open.clone());
         m.registry = registry;
         m
     }
@@ -147,7 +165,12 @@ impl Metrics {
             "backoff_refusals": self.backoff_refusals.get(),
             "bytes_from_cache": self.bytes_from_cache.get(),
             "bytes_from_upstream": self.bytes_from_upstream.get(),
+            "store_full": self.store_full.get(),
+            "connections_refused": self.connections_refused.get(),
+            "header_timeouts": self.header_timeouts.get(),
+            "idle_timeouts": self.idle_timeouts.get(),
             "waiting_on_upstream": self.waiting.get(),
+            "connections_open": self.connections_open.get(),
         })
     }
 }

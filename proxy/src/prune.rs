@@ -177,7 +177,7 @@ pub(crate) fn prune(
             for key in keys_of.get(blob.as_str()).into_iter().flatten() {
                 report.entries_removed += catalog.remove_if(key, blob) as u64;
             }
-            store.remove(blob)?
+            store.remove(blob).map_err(Error::Store)?
         };
         report.removed.add(freed);
         match reason {
@@ -266,7 +266,7 @@ impl Cap {
             for key in keys_of.get(&c.blob).into_iter().flatten() {
                 self.catalog.remove_if(key, &c.blob);
             }
-            let bytes = self.store.remove(&c.blob)?;
+            let bytes = self.store.remove(&c.blob).map_err(Error::Store)?;
             left = left.saturating_sub(c.size);
             freed.add(bytes);
         }

@@ -49,11 +49,12 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
         let port = uri.port_u16().unwrap_or(default_port);
         let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
         let url = format!("{scheme}://{authority}{path_and_query}");
+        let kind = vzpkg_adapters::classify(path);
         return Ok(Route::Fetch(Target {
-            key: format!("{scheme}://{authority}{}", decoded(path_and_query)?),
+            key: format!("{scheme}://{authority}{}", key_part(path, uri.query(), kind)?),
             origin: authority,
             upstreams: vec![url],
-            kind: vzpkg_adapters::classify(path),
+            kind,
             host: Some((host, port)),
         }));
     }
@@ -72,20 +73,45 @@ pub fn route(uri: &Uri, remap: &BTreeMap<String, Vec<String>>) -> Result<Route> 
     })?;
     let sub_and_query = &path_and_query[1 + name.len()..];
     let sub_and_query = sub_and_query.strip_prefix('/').unwrap_or(sub_and_query);
+    let kind = vzpkg_adapters::classify(sub);
     Ok(Route::Fetch(Target {
-        key: format!("remap:{name}/{}", decoded(sub_and_query)?),
+        key: format!("remap:{name}/{}", key_part(sub, uri.query(), kind)?),
         origin: name.to_string(),
         upstreams: bases.iter().map(|base| format!("{}/{sub_and_query}", base.trim_end_matches('/'))).collect(),
-        kind: vzpkg_adapters::classify(sub),
+        kind,
         host: None,
     }))
 }
 
-fn decoded(raw: &str) -> Result<String> {
-    percent_encoding::percent_decode_str(raw)
+/// The path and query as the cache key has them: the path's escapes decoded, so that apt's
+/// `%2b` and an index's `+` name the same file — except those of `%`, `?` and `#`, which stay
+/// escaped so that `a%3fb` and `a?b` never share a key — and the query as sent. Index files
+/// take no query: their names are what the chain of trust is checked by.
+fn key_part(path: &str, query: Option<&str>, kind: FileKind) -> Result<String> {
+    if query.is_some() && matches!(kind, FileKind::Index | FileKind::ByHash) {
+        return Err(Error::BadRequest("query strings are refused on repository index files".into()));
+    }
+    let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::BadRequest("path refused: escapes that do not decode to UTF-8".into()))
+        .map_err(|_| Error::BadRequest("path refused: escapes that do not decode to UTF-8".into()))?;
+    // Raw or escaped, C1 controls (U+0080–U+009F) are control bytes too, and would reach logs.
+    if decoded.chars().any(char::is_control) {
+        return Err(Error::BadRequest("path refused: control characters".into()));
+    }
+    let mut key = String::with_capacity(decoded.len() + query.map_or(0, |q| q.len() + 1));
+    for c in decoded.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '?' => key.push_str("%3F"),
+            '#' => key.push_str("%23"),
+            c => key.push(c),
+        }
+    }
+    if let Some(query) = query {
+        key.push('?');
+        key.push_str(query);
+    }
+    Ok(key)
 }
 
 /// Refuses any path that could mean something other than a plain file below the repository root.
@@ -195,11 +221,41 @@ mod tests {
             "http://mirror.example.org/../../etc/passwd",
             "http://mirror.example.org//etc/passwd",
             "http://mirror.example.org/x?a=%00",
+            "/debian/pool/a%c2%9bb.deb",
+            "/debian/pool/a\u{9b}b.deb",
         ] {
             let err = route(&path.parse().unwrap(), &remap()).unwrap_err();
             assert_eq!(err.status(), 400, "{path}");
         }
         // an epoch in a package file name is encoded as %3a and must pass
         assert_eq!(fetch("/debian/pool/a_1%3a2.0_all.deb").kind, FileKind::Package);
+    }
+
+    /// An escaped `?` (or `%`, `#`) and the raw character are different files; other escapes
+    /// name the same file as their decoded character.
+    #[test]
+    fn escapes_never_alias_the_query_or_each_other() {
+        let escaped = fetch("/debian/pool/X%3fq.deb").key;
+        let raw = fetch("/debian/pool/X.deb?q").key;
+        assert_ne!(escaped, raw);
+        assert_ne!(fetch("/debian/pool/X%3fq.deb").key, fetch("/debian/pool/X?q.deb").key);
+        assert_ne!(fetch("/debian/pool/a%2525.deb").key, fetch("/debian/pool/a%25.deb").key);
+        assert_ne!(fetch("/debian/pool/a%23b.deb").key, fetch("/debian/pool/a#b.deb").key);
+        assert_eq!(fetch("/debian/pool/a%2bb_1%3a2.deb").key, "remap:debian/pool/a+b_1:2.deb");
+        assert_eq!(fetch("http://mirror.example.org/p/X%3Fq.deb").key, "http://mirror.example.org/p/X%3Fq.deb");
+    }
+
+    /// An index root asked with a query is refused, never cached under a name that escapes the
+    /// chain's checks.
+    #[test]
+    fn index_files_with_a_query_are_refused() {
+        for uri in [
+            "/debian/dists/stable/InRelease?x=1",
+            "/debian/dists/stable/main/binary-amd64/Packages.xz?",
+            "http://mirror.example.org/debian/dists/stable/Release?a",
+        ] {
+            let err = route(&uri.parse().unwrap(), &remap()).unwrap_err();
+            assert_eq!(err.status(), 400, "{uri}");
+        }
     }
 }

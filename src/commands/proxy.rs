@@ -28,6 +28,7 @@ pub fn run(args: ProxyArgs, file: FileConfig) -> Result<()> {
         config.parent = args.parent;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    raise_file_limit(config.connections.max);
 
     give_large_blocks_back();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -49,6 +50,28 @@ fn give_large_blocks_back() {
     }
 }
 
+/// Each connection and each download holds a descriptor: the soft limit (often 1024) goes up to
+/// the hard one, and a hard limit below the connection cap is said at start.
+fn raise_file_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+        }
+    }
+    // Connections, their downloads' files, and some to spare for the store and the catalog.
+    let needed = (max_connections as u64).saturating_mul(2).saturating_add(256);
+    if hard < needed {
+        tracing::warn!(
+            limit = hard,
+            max_connections,
+            "the open-file limit is low for [proxy.connections] max: accepting may fail before the cap \
+             (raise LimitNOFILE, or lower max)"
+        );
+    }
+}
+
 async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
     let cache_dir = config.cache_dir.clone();
     let proxy = vzpkg_proxy::Proxy::open(config.clone())
@@ -66,7 +89,7 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
     let admin = vzpkg_proxy::admin::bind(&cache_dir).with_context(|| {
         format!("binding the admin socket {}", vzpkg_proxy::admin::socket_path(&cache_dir).display())
     })?;
-    let admin = tokio::spawn(vzpkg_proxy::admin::serve(proxy.clone(), admin));
+    let admin = tokio::spawn(vzpkg_proxy::admin::listen(proxy.clone(), admin));
     tracing::info!(
         cache_dir = %cache_dir.display(),
         allowed_hosts = proxy.allowed_hosts(),
@@ -74,7 +97,7 @@ async fn serve(config: vzpkg_proxy::Config) -> Result<()> {
         parent = config.parent.as_deref().unwrap_or("none"),
         "proxy ready"
     );
-    vzpkg_proxy::serve(proxy, listeners, stop_signal()).await;
+    vzpkg_proxy::listen(proxy, listeners, stop_signal()).await;
     admin.abort();
     let _ = std::fs::remove_file(vzpkg_proxy::admin::socket_path(&cache_dir));
     tracing::info!("stopped");

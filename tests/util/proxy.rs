@@ -96,6 +96,21 @@ impl ProxyProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log once it holds `needle`: the proxy writes its log from a thread of its own, so a
+    /// line can land a moment after what it tells of. Lines keep their order, so waiting for a
+    /// later line also waits for every earlier one. Fails after 30 s.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "the proxy never logged {needle:?}:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for ProxyProcess {

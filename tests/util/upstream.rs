@@ -172,6 +172,11 @@ impl Upstream {
         self.state.lock().unwrap().redirects.insert(path.to_string(), location.to_string());
     }
 
+    /// `path` is served as a file again.
+    pub fn unredirect(&self, path: &str) {
+        self.state.lock().unwrap().redirects.remove(path);
+    }
+
     /// The methods `path` was asked with, in order.
     pub fn methods(&self, path: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
@@ -277,10 +282,11 @@ async fn answer(root: &Path, state: &Mutex<State>, req: Request<hyper::body::Inc
         (None, Some(ims)) => ims == last_modified,
         _ => false,
     };
-    let mut resp = Response::builder()
-        .header(header::LAST_MODIFIED, &last_modified)
-        .header(header::ETAG, &etag)
-        .header(header::CONTENT_TYPE, "application/octet-stream");
+    let mut resp =
+        Response::builder().header(header::LAST_MODIFIED, &last_modified).header(header::ETAG, &etag).header(
+            header::CONTENT_TYPE,
+            if path.ends_with(".html") { "text/html; charset=utf-8" } else { "application/octet-stream" },
+        );
     if unchanged {
         return resp.status(StatusCode::NOT_MODIFIED).body(empty()).unwrap();
     }

@@ -5,22 +5,20 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
-use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected};
 use crate::config::Config;
+use crate::download::{Fetcher, Job, STORE_FULL};
 use crate::error::{Error, Result};
-use crate::fetch::{Fetcher, Job, Upstream};
 use crate::flight::{answer, Flights, Joined, Progress};
 use crate::metrics::{Metrics, Source};
-use crate::serve::{self, Body};
+use crate::respond::{self, Body};
 use crate::store::Store;
 use crate::target::{route, Route, Target};
 use crate::verify::Verifier;
@@ -59,11 +57,9 @@ pub struct Proxy {
     pub(crate) store: Arc<Store>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) flights: Arc<Flights>,
-    fetcher: Arc<Fetcher>,
+    pub(crate) fetcher: Arc<Fetcher>,
     verifier: Arc<Verifier>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Download tasks, so that a graceful stop can let them finish.
-    pub(crate) downloads: TaskTracker,
     started: Instant,
     /// Held for the proxy's life: one proxy per cache directory.
     _lock: File,
@@ -74,7 +70,8 @@ impl Proxy {
     pub fn open(config: Config) -> Result<Arc<Proxy>> {
         config.validate().map_err(Error::Config)?;
         let lock = crate::admin::lock(&config.cache_dir)?;
-        let store = Arc::new(Store::open(&config.cache_dir)?);
+        let store =
+            Arc::new(Store::open_with_hot_cache(&config.cache_dir, config.hot_cache_size).map_err(Error::Store)?);
         let catalog =
             Arc::new(Catalog::open(&config.cache_dir.join("index.sqlite"), |blob| store.blob_path(blob).exists())?);
         store.seed_access(catalog.take_access_times());
@@ -112,19 +109,15 @@ impl Proxy {
             keyrings.insert(name.clone(), vec![keyring.clone()]);
         }
         let verifier = Arc::new(Verifier::new(keyrings));
-        let fetcher = Arc::new(Fetcher {
-            upstream: Upstream::new(&config, access.clone(), metrics.clone())?,
-            store: store.clone(),
-            catalog: catalog.clone(),
-            metrics: metrics.clone(),
-            verifier: verifier.clone(),
-            backoff: Backoff::new(
-                Duration::from_secs(config.upstream.backoff_secs),
-                Duration::from_secs(config.upstream.backoff_max_secs),
-            ),
-            strict: config.strict,
+        let fetcher = Arc::new(Fetcher::new(
+            &config,
+            access.clone(),
+            store.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            verifier.clone(),
             cap,
-        });
+        )?);
         Ok(Arc::new(Proxy {
             access,
             config,
@@ -134,7 +127,6 @@ impl Proxy {
             fetcher,
             verifier,
             metrics,
-            downloads: TaskTracker::new(),
             started: Instant::now(),
             _lock: lock,
         }))
@@ -165,7 +157,7 @@ impl Proxy {
                 } else {
                     Outcome::Failed
                 };
-                (serve::error_page(&e), outcome)
+                (respond::error_page(&e), outcome)
             }
         };
         match outcome {
@@ -221,8 +213,7 @@ impl Proxy {
             }
         }
         if !target.kind.is_cached() {
-            let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
-            return Ok((serve::passthrough(upstream, head_only), Outcome::Pass));
+            return self.pass_through(&target, head_only).await;
         }
         self.cached(&target, req.headers(), head_only).await
     }
@@ -258,22 +249,22 @@ impl Proxy {
         // A HEAD of a file not stored is answered by upstream's HEAD: no download for it.
         if head_only && cached.is_none() {
             let upstream = self.fetcher.upstream.head(&target.upstreams).await?;
-            return Ok((serve::passthrough(upstream, true), Outcome::Pass));
+            return Ok((respond::passthrough(upstream, true), Outcome::Pass));
+        }
+        // With the filesystem full, nothing new can be stored: pass it through.
+        if self.store.is_full() {
+            self.metrics.store_full.inc();
+            return self.pass_through(target, head_only).await;
         }
         let (mut rx, joined) = match self.flights.join(&target.key) {
             Joined::Leader(lead) => {
-                if let Err(e) = self.fetcher.backoff.check(&target.key) {
-                    self.metrics.backoff_refusals.inc();
-                    lead.finish(Progress::Failed { status: 502, reason: e.to_string().into() });
-                    return Err(e);
-                }
                 let rx = lead.flight.subscribe();
                 let job = Job {
                     target: target.clone(),
                     cached: cached.clone().filter(|_| !target.kind.is_immutable()),
                     expected: expected.clone(),
                 };
-                self.downloads.spawn(self.fetcher.clone().run(lead, job));
+                self.fetcher.start(lead, job)?;
                 (rx, false)
             }
             Joined::Follower(flight) => (flight.subscribe(), true),
@@ -294,8 +285,9 @@ impl Proxy {
             }
             Progress::Body { head, file, .. } => {
                 let (label, outcome) = if joined { ("joined", Outcome::Joined) } else { ("miss", Outcome::Miss) };
-                Ok((serve::flight(rx, &head, file, head_only, label), outcome))
+                Ok((respond::flight(rx, &head, file, head_only, label), outcome))
             }
+            Progress::Failed { status: STORE_FULL, .. } => self.pass_through(target, head_only).await,
             Progress::Failed { status, reason } => {
                 // An index that upstream cannot confirm right now is still better than nothing,
                 // as long as it agrees with the chain.
@@ -312,6 +304,12 @@ impl Proxy {
             }
             Progress::Asking => unreachable!("answer() waits past Asking"),
         }
+    }
+
+    /// Relays `target` from upstream without storing it.
+    async fn pass_through(&self, target: &Target, head_only: bool) -> Result<(Response<Body>, Outcome)> {
+        let upstream = self.fetcher.upstream.get(&target.upstreams, None).await?;
+        Ok((respond::passthrough(upstream, head_only), Outcome::Pass))
     }
 
     /// Serves the blob the chain pins for `target` if the store has it, recording it as this
@@ -349,27 +347,36 @@ impl Proxy {
         headers: &hyper::HeaderMap,
         head_only: bool,
     ) -> Result<Option<Response<Body>>> {
-        let path: PathBuf = self.store.blob_path(&entry.blob);
-        // Pinned for as long as the body is being sent: prune leaves it alone meanwhile.
-        let pin = self.store.pin(&entry.blob);
-        match serve::blob(&path, entry, headers, head_only).await? {
-            Some(resp) => {
-                self.catalog.hit(&target.key);
-                self.store.touch(&entry.blob);
-                Ok(Some(resp.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _held = &pin;
-                        frame
-                    })
-                    .boxed_unsync()
-                })))
-            }
+        // A hot small blob costs no trip to the blocking pool; anything else costs one.
+        let content = match self.store.hot(&entry.blob) {
+            Some(content) => Some(content),
             None => {
-                tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
-                self.catalog.remove(&target.key);
-                Ok(None)
+                let (store, blob) = (self.store.clone(), entry.blob.clone());
+                tokio::task::spawn_blocking(move || store.load(&blob)).await?.map_err(Error::Store)?
             }
+        };
+        let Some(content) = content else {
+            tracing::warn!(key = %target.key, blob = %entry.blob, "blob missing from the store; fetching again");
+            self.catalog.remove(&target.key);
+            return Ok(None);
+        };
+        self.catalog.hit(&target.key);
+        self.store.touch(&entry.blob);
+        let small = content.len() as u64 <= crate::store::SMALL_BLOB_MAX;
+        let resp = respond::blob(content, entry, headers, head_only);
+        // A large blob is pinned for as long as its body is being sent: prune leaves it alone
+        // meanwhile. A small one goes out in one write.
+        if small {
+            return Ok(Some(resp));
         }
+        let pin = self.store.pin(&entry.blob);
+        Ok(Some(resp.map(|body| {
+            body.map_frame(move |frame| {
+                let _held = &pin;
+                frame
+            })
+            .boxed_unsync()
+        })))
     }
 
     /// What `/_vzpkg/status` and the admin socket's `/status` answer.
@@ -397,10 +404,10 @@ impl Proxy {
 
     fn internal(&self, endpoint: &str) -> Result<Response<Body>> {
         match endpoint {
-            "metrics" => Ok(serve::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
+            "metrics" => Ok(respond::text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.prometheus_text())),
             "status" => {
                 let status = self.status();
-                Ok(serve::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
+                Ok(respond::text(StatusCode::OK, "application/json", format!("{status:#}\n")))
             }
             _ => Err(Error::NotFound(format!("no endpoint /_vzpkg/{endpoint}: try /_vzpkg/metrics or /_vzpkg/status"))),
         }

@@ -1,188 +1,55 @@
-//! Upstream fetching: the HTTP(S) client (optionally through a parent proxy), failover across a
-//! remap's base URLs, and the download task that fills a flight — resuming an interrupted
-//! transfer with Range/If-Range, giving up on a stalled one, and committing the blob only when
-//! every byte has arrived.
+//! The download task that fills a flight: it streams upstream's body into a temporary file while
+//! followers read it, resumes an interrupted transfer, gives up on a stalled one, checks the
+//! bytes against the repository's metadata and commits the blob only when every byte has
+//! arrived and verified. It also owns the per-URL backoff: a URL that keeps failing is refused
+//! here, before any download starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
 use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
 
 use vzpkg_adapters::FileKind;
 
 use crate::access::Access;
 use crate::backoff::Backoff;
 use crate::catalog::{now_secs, Catalog, Entry, Expected, Role};
-use crate::config::{Config, UpstreamConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::flight::{Head, Lead, Progress};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::target::Target;
+use crate::upstream::{chain, Upstream};
 use crate::verify::{Root, Trusted, Verifier};
 
 /// Index files up to this size are verified before their first byte is sent.
 const HOLD_WHOLE_MAX: u64 = 4 << 20;
 
+/// The status a flight fails with when the store had no room: its clients pass the file
+/// through from upstream themselves (507 Insufficient Storage, never sent to a client).
+pub const STORE_FULL: u16 = 507;
+
 /// A detached signature is a few hundred bytes per key; anything far larger is not one.
 const SIGNATURE_MAX: usize = 1 << 20;
-
-pub struct Upstream {
-    client: reqwest::Client,
-    config: UpstreamConfig,
-    metrics: Arc<Metrics>,
-}
-
-impl Upstream {
-    pub fn new(config: &Config, access: Arc<Access>, metrics: Arc<Metrics>) -> Result<Upstream> {
-        // A redirect is a new upstream request: it must go to an allowed host like any other.
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 10 {
-                attempt.error("more than 10 redirects")
-            } else if access.url_allowed(attempt.url()) {
-                attempt.follow()
-            } else {
-                let to = attempt.url();
-                let host = match to.port() {
-                    Some(port) => format!("{}:{port}", to.host_str().unwrap_or("")),
-                    None => to.host_str().unwrap_or("").to_string(),
-                };
-                let why = format!("redirected to {to}, whose host is not allowed: add `--allow-host {host}` to follow");
-                attempt.error(why)
-            }
-        });
-        let mut builder = reqwest::Client::builder()
-            .redirect(redirects)
-            .user_agent(concat!("vzpkg/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(config.upstream.connect_timeout_secs))
-            .read_timeout(Duration::from_secs(config.upstream.low_speed_secs))
-            .no_proxy();
-        if let Some(parent) = &config.parent {
-            let proxy = reqwest::Proxy::all(parent).map_err(|e| Error::Upstream(format!("parent {parent}: {e}")))?;
-            builder = builder.proxy(proxy);
-        }
-        if let Some(path) = &config.upstream.ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Config(format!("upstream.ca_file {}: {e}", path.display())))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(|e| Error::Config(chain(&e)))?;
-        Ok(Upstream { client, config: config.upstream.clone(), metrics })
-    }
-
-    /// GETs the first of `urls` that answers with content (or 304 to a conditional request).
-    pub async fn get(&self, urls: &[String], validators: Option<&Entry>) -> Result<Response> {
-        self.send(reqwest::Method::GET, urls, validators).await
-    }
-
-    /// HEAD, with the same failover: for a client's HEAD of a file not stored, which should not
-    /// cost a download.
-    pub async fn head(&self, urls: &[String]) -> Result<Response> {
-        self.send(reqwest::Method::HEAD, urls, None).await
-    }
-
-    async fn send(&self, method: reqwest::Method, urls: &[String], validators: Option<&Entry>) -> Result<Response> {
-        let mut last = Error::Upstream("no upstream URL".into());
-        for url in urls {
-            let mut request = self.client.request(method.clone(), url);
-            if let Some(entry) = validators {
-                if let Some(etag) = &entry.etag {
-                    request = request.header(header::IF_NONE_MATCH, etag);
-                }
-                if let Some(lm) = &entry.last_modified {
-                    request = request.header(header::IF_MODIFIED_SINCE, lm);
-                }
-            }
-            self.metrics.upstream_requests.inc();
-            match request.send().await {
-                Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status();
-                    tracing::info!(%url, %status, "upstream refused");
-                    last =
-                        Error::UpstreamStatus { status: status.as_u16(), reason: format!("{url} answered {status}") };
-                }
-                Err(e) => {
-                    self.metrics.upstream_failures.inc();
-                    tracing::warn!(%url, error = %chain(&e), "upstream unreachable");
-                    last = Error::Upstream(format!("{url}: {}", chain(&e)));
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Asks for the rest of a transfer, from `offset`, only if the file is still the same one.
-    async fn resume(&self, url: &str, offset: u64, validator: &str) -> Result<Response> {
-        self.metrics.upstream_requests.inc();
-        let resp = self
-            .client
-            .get(url)
-            .header(header::RANGE, format!("bytes={offset}-"))
-            .header(header::IF_RANGE, validator)
-            .send()
-            .await
-            .map_err(|e| Error::Upstream(format!("resuming {url}: {}", chain(&e))))?;
-        let starts_at_offset = resp
-            .headers()
-            .get(header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes "))
-            .and_then(|v| v.split('-').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(offset);
-        if resp.status() != StatusCode::PARTIAL_CONTENT || !starts_at_offset {
-            return Err(Error::Upstream(format!(
-                "resuming {url}: upstream answered {} instead of the rest of the file",
-                resp.status()
-            )));
-        }
-        Ok(resp)
-    }
-}
-
-/// What a response's headers say; the length is the header's, which a HEAD answer keeps too.
-pub fn head_of(headers: &HeaderMap) -> Head {
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    Head {
-        content_length: text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
-        content_type: text(header::CONTENT_TYPE),
-        etag: text(header::ETAG),
-        last_modified: text(header::LAST_MODIFIED),
-    }
-}
-
-/// An error with its causes, which reqwest keeps in `source()`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
 
 /// Everything a download task needs, shared by all of them.
 pub struct Fetcher {
     pub upstream: Upstream,
-    pub store: Arc<Store>,
-    pub catalog: Arc<Catalog>,
-    pub metrics: Arc<Metrics>,
-    pub verifier: Arc<Verifier>,
-    pub backoff: Backoff,
+    /// Download tasks, so that a graceful stop can let them finish.
+    pub downloads: TaskTracker,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    verifier: Arc<Verifier>,
+    backoff: Backoff,
     /// Do not store packages that no index vouches for.
-    pub strict: bool,
+    strict: bool,
     /// Keeps the store under `max_cache_size`, when set.
-    pub cap: Option<Arc<crate::prune::Cap>>,
+    cap: Option<Arc<crate::prune::Cap>>,
 }
 
 /// What a fetch is asked to do.
@@ -195,8 +62,43 @@ pub struct Job {
 }
 
 impl Fetcher {
-    /// Drives one flight to its end. Runs as its own task so that no client can cancel it.
-    pub async fn run(self: Arc<Self>, lead: Lead, job: Job) {
+    /// The upstream client and the backoff come from `config`.
+    pub fn new(
+        config: &Config,
+        access: Arc<Access>,
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        metrics: Arc<Metrics>,
+        verifier: Arc<Verifier>,
+        cap: Option<Arc<crate::prune::Cap>>,
+    ) -> Result<Fetcher> {
+        Ok(Fetcher {
+            upstream: Upstream::new(config, access, metrics.clone())?,
+            downloads: TaskTracker::new(),
+            store,
+            catalog,
+            metrics,
+            verifier,
+            backoff: Backoff::new(&config.upstream),
+            strict: config.strict,
+            cap,
+        })
+    }
+
+    /// Starts the download `lead` stands for, as a task of its own so that no client can cancel
+    /// it; or, while its URL is backing off, fails the flight at once.
+    pub fn start(self: &Arc<Self>, lead: Lead, job: Job) -> Result<()> {
+        if let Err(e) = self.backoff.check(&job.target.key) {
+            self.metrics.backoff_refusals.inc();
+            lead.finish(Progress::Failed { status: 502, reason: e.to_string().into() });
+            return Err(e);
+        }
+        self.downloads.spawn(self.clone().run(lead, job));
+        Ok(())
+    }
+
+    /// Drives one flight to its end.
+    async fn run(self: Arc<Self>, lead: Lead, job: Job) {
         let started = Instant::now();
         let key = job.target.key.clone();
         // An index that cannot be refreshed holds prune off until it can (see prune.rs).
@@ -209,6 +111,16 @@ impl Fetcher {
                 self.backoff.succeeded(&key);
                 tracing::debug!(%key, ms = started.elapsed().as_millis() as u64, "fetch done");
                 last
+            }
+            Err(Error::StoreFull(e)) => {
+                self.metrics.store_full.inc();
+                if self.store.mark_full() {
+                    tracing::warn!(
+                        %key, error = %e,
+                        "cache filesystem full: stored files are still served, the rest is passed through uncached"
+                    );
+                }
+                Progress::Failed { status: STORE_FULL, reason: e.to_string().into() }
             }
             Err(e) => {
                 match &e {
@@ -241,15 +153,23 @@ impl Fetcher {
             return Ok(Progress::NotModified);
         }
         let url = resp.url().to_string();
-        let head = Arc::new(head_of(resp.headers()));
+        let head = Arc::new(Head::of(resp.headers()));
+        // No repository file is an HTML page: this is a login page, a captive portal or an
+        // error page that a redirect led to, and storing it would serve it for the real file.
+        if head.content_type.as_deref().is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html")) {
+            return Err(Error::Upstream(format!(
+                "{url} answered an HTML page instead of a repository file (a login or captive-portal page?)"
+            )));
+        }
         if let (Some(want), Some(got)) = (expected.as_ref().and_then(|e| e.size), head.content_length) {
             if want != got {
                 return Err(Error::Verify(format!("{url} is {got} bytes; its index says {want}")));
             }
         }
         let store = self.store.clone();
-        let tmp = tokio::task::spawn_blocking(move || store.new_tmp()).await.map_err(std::io::Error::other)??;
-        let file = Arc::new(tmp.as_file().try_clone()?);
+        let size = head.content_length;
+        let tmp = tokio::task::spawn_blocking(move || store.new_tmp_for(size)).await?.map_err(Error::store_write)?;
+        let file = Arc::new(tmp.as_file().try_clone().map_err(Error::Store)?);
         let mut written = 0u64;
         let mut hasher = Sha256::new();
         let mut resumes = 0;
@@ -330,7 +250,7 @@ impl Fetcher {
         }
         let store = self.store.clone();
         let hash = blob.clone();
-        blocking(move || store.commit(tmp, &hash).map_err(Error::Store)).await?;
+        blocking(move || store.commit(tmp, &hash).map_err(Error::store_write)).await?;
         if let Some(cap) = &self.cap {
             cap.check(&blob);
         }
@@ -374,7 +294,7 @@ impl Fetcher {
                 return None;
             }
         };
-        let head = head_of(resp.headers());
+        let head = Head::of(resp.headers());
         let mut bytes = Vec::new();
         loop {
             match resp.chunk().await {
@@ -397,9 +317,9 @@ impl Fetcher {
         let blob = hex::encode(Sha256::digest(&bytes));
         let (store, hash, size) = (self.store.clone(), blob.clone(), bytes.len() as u64);
         blocking(move || {
-            let mut tmp = store.new_tmp()?;
-            std::io::Write::write_all(&mut tmp, &bytes)?;
-            store.commit(tmp, &hash)?;
+            let mut tmp = store.new_tmp().map_err(Error::store_write)?;
+            std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::store_write)?;
+            store.commit(tmp, &hash).map_err(Error::store_write)?;
             Ok(())
         })
         .await?;
@@ -479,8 +399,8 @@ impl Fetcher {
                 }
                 Ok(h)
             })
-            .await
-            .map_err(std::io::Error::other)??;
+            .await?
+            .map_err(Error::store_write)?;
             *written += n;
             self.metrics.bytes_from_upstream.inc_by(n);
             publish(*written);
@@ -512,5 +432,5 @@ struct Shared {
 
 /// Runs blocking work (gpgv, parsing, fsync) off the async workers.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Store(std::io::Error::other(e)))?
+    tokio::task::spawn_blocking(work).await?
 }

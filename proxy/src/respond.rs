@@ -1,7 +1,7 @@
 //! Building client responses: from a stored blob (with Range and conditional requests), from a
 //! flight in progress, or passed straight through from upstream; plus error pages.
 
-use std::io::{self, SeekFrom};
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,8 +11,6 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::catalog::Entry;
 use crate::error::Error;
@@ -59,14 +57,12 @@ fn describe(headers: &mut HeaderMap, head: &Head, cache: &'static str) {
     headers.insert("x-vzpkg-cache", HeaderValue::from_static(cache));
 }
 
-/// A response for a stored blob, honouring If-None-Match, If-Modified-Since, Range and If-Range.
-/// `Ok(None)` when the blob file is gone (removed behind our back): the caller refetches.
-pub async fn blob(
-    path: &std::path::Path,
-    entry: &Entry,
-    request: &HeaderMap,
-    head_only: bool,
-) -> io::Result<Option<Response<Body>>> {
+/// Large bodies go out in frames of this size, so that the bytes counted are the bytes sent.
+const FRAME: usize = 2 << 20;
+
+/// A response for a stored blob, whose `content` the caller loaded, honouring If-None-Match,
+/// If-Modified-Since, Range and If-Range. The body shares `content`: nothing is copied.
+pub fn blob(content: Bytes, entry: &Entry, request: &HeaderMap, head_only: bool) -> Response<Body> {
     let head = Head {
         content_length: Some(entry.size),
         content_type: entry.content_type.clone(),
@@ -78,7 +74,7 @@ pub async fn blob(
     resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if not_modified(request, entry) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        return Ok(Some(resp));
+        return resp;
     }
     let range = match request.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) if if_range_holds(request, entry) => parse_range(spec, entry.size),
@@ -97,20 +93,23 @@ pub async fn blob(
             let value = format!("bytes */{}", entry.size);
             set(resp.headers_mut(), header::CONTENT_RANGE, Some(&value));
             resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            return Ok(Some(resp));
+            return resp;
         }
-    };
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
     };
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if !head_only {
-        file.seek(SeekFrom::Start(start)).await?;
-        *resp.body_mut() = stream_body(ReaderStream::with_capacity(file.take(len), 256 * 1024));
+        // The catalog's size and the file agree unless the store was tampered with; a short
+        // file is cut short, never read past.
+        let end = (start + len).min(content.len() as u64) as usize;
+        let part = content.slice((start as usize).min(end)..end);
+        *resp.body_mut() = if part.len() <= FRAME {
+            full(part)
+        } else {
+            let frames = (0..part.len()).step_by(FRAME).map(move |at| Ok(part.slice(at..(at + FRAME).min(part.len()))));
+            stream_body(futures_util::stream::iter(frames))
+        };
     }
-    Ok(Some(resp))
+    resp
 }
 
 /// A response that streams a flight's body as it arrives.
@@ -134,7 +133,7 @@ pub fn flight(
 
 /// A response relayed from upstream without storing it.
 pub fn passthrough(upstream: reqwest::Response, head_only: bool) -> Response<Body> {
-    let head = crate::fetch::head_of(upstream.headers());
+    let head = Head::of(upstream.headers());
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     describe(resp.headers_mut(), &head, "pass");
