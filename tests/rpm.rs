@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::util::cli::Cli;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{rpm_repo, Pkg};
 use crate::util::rootfs::Rootfs;
@@ -14,8 +15,9 @@ struct Setup {
     upstream: Upstream,
     proxy: ProxyProcess,
     repo: PathBuf,
-    config: String,
-    state: String,
+    /// vzpkg with `--backend dnf`: the test roots are Debian roots with dnf and zypper added,
+    /// which vzpkg would take for apt ones.
+    cli: Cli,
 }
 
 impl Setup {
@@ -29,14 +31,7 @@ impl Setup {
             "[proxy]\nindex_ttl_secs = 0\n",
             &["--allow-host", &upstream.host()],
         );
-        std::fs::write(tmp.join("vzpkg.toml"), "").unwrap();
-        Setup {
-            upstream,
-            proxy,
-            repo,
-            config: tmp.join("vzpkg.toml").display().to_string(),
-            state: tmp.join("state").display().to_string(),
-        }
+        Setup { cli: Cli::new(tmp, &proxy).backend("dnf"), upstream, proxy, repo }
     }
 
     fn root(&self, dir: &Path) -> Rootfs {
@@ -44,31 +39,11 @@ impl Setup {
     }
 
     fn ok(&self, command: &str, args: &[&str]) -> String {
-        self.ok_with("dnf", command, args)
-    }
-
-    fn ok_with(&self, backend: &str, command: &str, args: &[&str]) -> String {
-        let (code, out, err) = self.run_with(backend, command, args);
-        assert_eq!(code, 0, "vzpkg {command} {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
-        format!("{out}{err}")
+        self.cli.ok(command, args)
     }
 
     fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
-        self.run_with("dnf", command, args)
-    }
-
-    /// `vzpkg COMMAND --backend BACKEND [args…]`: the test roots are Debian roots with dnf and
-    /// zypper added, which vzpkg would take for apt ones.
-    fn run_with(&self, backend: &str, command: &str, args: &[&str]) -> (i32, String, String) {
-        let cache = self.proxy.cache_dir.display().to_string();
-        let proxy = self.proxy.url();
-        let mut argv = vec!["--config", &self.config, "--cache-dir", &cache, "--state-dir", &self.state, command];
-        argv.extend(["--backend", backend]);
-        if command != "list" {
-            argv.extend(["-y", "--proxy", &proxy]);
-        }
-        argv.extend(args);
-        vzpkg(&argv)
+        self.cli.run(command, args)
     }
 }
 
@@ -147,7 +122,8 @@ fn zypper_installs_removes_upgrades_and_a_second_container_reads_its_view() {
     let setup = Setup::new(tmp.path());
     let root = setup.root(&tmp.path().join("ct"));
     let ct = root.ct();
-    let zypper = |command: &str, args: &[&str]| setup.ok_with("zypper", command, args);
+    let zypper_cli = setup.cli.backend("zypper");
+    let zypper = |command: &str, args: &[&str]| zypper_cli.ok(command, args);
 
     zypper("update", &[&ct]);
     let out = zypper("install", &[&ct, "vzt-alpha", "vzt-gamma"]);
@@ -164,11 +140,11 @@ fn zypper_installs_removes_upgrades_and_a_second_container_reads_its_view() {
 
     // A second container, its metadata refreshed: the packages come from its view.
     let second = setup.root(&tmp.path().join("ct2"));
-    setup.ok_with("zypper", "update", &[&second.ct()]);
+    zypper("update", &[&second.ct()]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let requests = |name| runtime.block_on(counter(&setup.proxy, name));
     let (hits, misses) = (requests("cache_hits"), requests("cache_misses"));
-    setup.ok_with("zypper", "install", &[&second.ct(), "vzt-alpha"]);
+    zypper("install", &[&second.ct(), "vzt-alpha"]);
     assert_eq!(second.rpm_version("vzt-alpha").as_deref(), Some("1.0-1"));
     assert_eq!(requests("cache_hits"), hits, "zypper read the packages from the view, not over HTTP");
     assert_eq!(requests("cache_misses"), misses);

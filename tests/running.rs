@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::util::cli::Cli;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
@@ -15,8 +16,7 @@ use crate::util::{try_run, vzpkg, ProxyProcess, Upstream};
 struct Setup {
     upstream: Upstream,
     proxy: ProxyProcess,
-    config: String,
-    state: String,
+    cli: Cli,
     source: String,
 }
 
@@ -28,11 +28,9 @@ impl Setup {
         );
         let upstream = Upstream::start(&tmp.join("upstream"));
         let proxy = ProxyProcess::start(&tmp.join("cache"), "", &["--allow-host", &upstream.host()]);
-        std::fs::write(tmp.join("vzpkg.toml"), "").unwrap();
         Setup {
             source: format!("deb [trusted=yes] {}/debian stable main", upstream.url()),
-            config: tmp.join("vzpkg.toml").display().to_string(),
-            state: tmp.join("state").display().to_string(),
+            cli: Cli::new(tmp, &proxy),
             upstream,
             proxy,
         }
@@ -42,25 +40,14 @@ impl Setup {
         Running::start(Rootfs::new(dir, &self.source))
     }
 
-    fn argv<'a>(&'a self, cache: &'a str, proxy: &'a str, command: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-        let mut argv = vec!["--config", &self.config, "--cache-dir", cache, "--state-dir", &self.state, command];
-        argv.extend(["-y", "--proxy", proxy]);
-        argv.extend(args);
-        argv
-    }
-
     fn ok(&self, command: &str, args: &[&str]) -> String {
-        let (cache, proxy) = (self.proxy.cache_dir.display().to_string(), self.proxy.url());
-        let (code, out, err) = vzpkg(&self.argv(&cache, &proxy, command, args));
-        assert_eq!(code, 0, "vzpkg {command} {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
-        format!("{out}{err}")
+        self.cli.ok(command, args)
     }
 
     /// `vzpkg COMMAND ARGS`, not started; its stdin a pipe.
     fn command(&self, command: &str, args: &[&str]) -> Command {
-        let (cache, proxy) = (self.proxy.cache_dir.display().to_string(), self.proxy.url());
         let mut vzpkg = Command::new(env!("CARGO_BIN_EXE_vzpkg"));
-        vzpkg.args(self.argv(&cache, &proxy, command, args)).stdin(Stdio::piped()).stdout(Stdio::piped());
+        vzpkg.args(self.cli.argv(command, args)).stdin(Stdio::piped()).stdout(Stdio::piped());
         vzpkg
     }
 
@@ -145,10 +132,9 @@ fn a_running_container_gets_the_package_and_never_sees_the_view() {
 
     // A run held open: inside, the view shows the verified archives; from the container's own
     // side at that moment, its mount table is untouched and its archive directory is its own.
-    let (cache, proxy) = (setup.proxy.cache_dir.display().to_string(), setup.proxy.url());
     let script = "ls /var/cache/apt/archives; cat /proc/1/cmdline; echo; echo READY; read go; echo DONE";
     let mut run = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
-        .args(setup.argv(&cache, &proxy, "exec", &[&ct.ct(), "--", "sh", "-c", script]))
+        .args(setup.cli.argv("exec", &[&ct.ct(), "--", "sh", "-c", script]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

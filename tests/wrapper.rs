@@ -3,17 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::util::cli::Cli;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
-use crate::util::{counter, vzpkg, ProxyProcess, Upstream};
+use crate::util::{counter, ProxyProcess, Upstream};
 
 /// A test upstream, a proxy allowed to reach it, and what vzpkg needs to use them.
 struct Setup {
     upstream: Upstream,
     proxy: ProxyProcess,
-    config: String,
-    state: String,
+    cli: Cli,
     source: String,
 }
 
@@ -26,11 +26,9 @@ impl Setup {
         deb_repo(&tmp.join("upstream/debian"), &packages());
         let upstream = Upstream::start(&tmp.join("upstream"));
         let proxy = ProxyProcess::start(&tmp.join("cache"), proxy_config, &["--allow-host", &upstream.host()]);
-        std::fs::write(tmp.join("vzpkg.toml"), "").unwrap();
         Setup {
             source: format!("deb [trusted=yes] {}/debian stable main", upstream.url()),
-            config: tmp.join("vzpkg.toml").display().to_string(),
-            state: tmp.join("state").display().to_string(),
+            cli: Cli::new(tmp, &proxy),
             upstream,
             proxy,
         }
@@ -42,20 +40,11 @@ impl Setup {
 
     /// Runs `vzpkg COMMAND [args…]` against this setup; panics with its output on failure.
     fn ok(&self, command: &str, args: &[&str]) -> String {
-        let (code, out, err) = self.run(command, args);
-        assert_eq!(code, 0, "vzpkg {command} {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
-        format!("{out}{err}")
+        self.cli.ok(command, args)
     }
 
     fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
-        let cache = self.proxy.cache_dir.display().to_string();
-        let proxy = self.proxy.url();
-        let mut argv = vec!["--config", &self.config, "--cache-dir", &cache, "--state-dir", &self.state, command];
-        if command != "list" {
-            argv.extend(["-y", "--proxy", &proxy]);
-        }
-        argv.extend(args);
-        vzpkg(&argv)
+        self.cli.run(command, args)
     }
 }
 
@@ -86,7 +75,7 @@ fn install_remove_upgrade_update_and_list_in_a_debian_root() {
     assert!(list.lines().any(|l| l == "vzt-alpha\t1.0\tall"), "{list}");
     assert!(list.lines().any(|l| l.starts_with("dpkg\t")), "{list}");
     // A name from the config's [containers] reaches the same root.
-    std::fs::write(&setup.config, format!("[containers]\nweb = {:?}\n", root.path.display().to_string())).unwrap();
+    std::fs::write(&setup.cli.config, format!("[containers]\nweb = {:?}\n", root.path.display().to_string())).unwrap();
     assert_eq!(setup.ok("list", &["web"]), list);
 
     // The exit status is apt's own.
@@ -274,7 +263,7 @@ fn commands_on_one_container_queue_and_on_two_containers_overlap() {
     let cache = setup.proxy.cache_dir.display().to_string();
     let spawn = |ct: &str, script: &str| {
         Command::new(env!("CARGO_BIN_EXE_vzpkg"))
-            .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
+            .args(["--config", &setup.cli.config, "--cache-dir", &cache, "--state-dir", &setup.cli.state, "exec"])
             .args(["--proxy", &setup.proxy.url(), ct, "--", "sh", "-c", script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -325,8 +314,8 @@ fn on_a_terminal_the_command_gets_a_pty_of_its_own_and_no_host_descriptors() {
     let vzpkg_exec = format!(
         "echo outer $(readlink /proc/self/fd/0); {} --config {} --cache-dir {cache} --state-dir {} exec --proxy {} {} -- sh -c '{inner}'",
         env!("CARGO_BIN_EXE_vzpkg"),
-        setup.config,
-        setup.state,
+        setup.cli.config,
+        setup.cli.state,
         setup.proxy.url(),
         root.ct(),
     );
@@ -376,7 +365,7 @@ fn killing_vzpkg_ends_the_sandbox_and_leaves_no_mount() {
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let cache = setup.proxy.cache_dir.display().to_string();
     let mut run = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
-        .args(["--config", &setup.config, "--cache-dir", &cache, "--state-dir", &setup.state, "exec"])
+        .args(["--config", &setup.cli.config, "--cache-dir", &cache, "--state-dir", &setup.cli.state, "exec"])
         .args(["--proxy", &setup.proxy.url(), &root.ct(), "--", "sh", "-c", "echo started; read line < /tmp/go"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod cli;
 pub mod clients;
 pub mod gpg;
 pub mod inside;
