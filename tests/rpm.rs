@@ -5,45 +5,39 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::cli::Cli;
+use crate::util::cli::Served;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{rpm_repo, Pkg};
 use crate::util::rootfs::Rootfs;
-use crate::util::{counter, run, vzpkg, ProxyProcess, Upstream};
+use crate::util::{counter, run, vzpkg};
 
+/// What every wrapper test starts from, vzpkg with `--backend dnf` (the test roots are Debian
+/// roots with dnf and zypper added, which vzpkg would take for apt ones), and the repository.
 struct Setup {
-    upstream: Upstream,
-    proxy: ProxyProcess,
+    served: Served,
     repo: PathBuf,
-    /// vzpkg with `--backend dnf`: the test roots are Debian roots with dnf and zypper added,
-    /// which vzpkg would take for apt ones.
-    cli: Cli,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 impl Setup {
     fn new(tmp: &Path) -> Setup {
         let repo = tmp.join("upstream/el");
         rpm_repo(&repo, &packages());
-        let upstream = Upstream::start(&tmp.join("upstream"));
         // Revalidate repomd.xml at every run, so that the repository's change is seen at once.
-        let proxy = ProxyProcess::start(
-            &tmp.join("cache"),
-            "[proxy]\nindex_ttl_secs = 0\n",
-            &["--allow-host", &upstream.host()],
-        );
-        Setup { cli: Cli::new(tmp, &proxy).backend("dnf"), upstream, proxy, repo }
+        let mut served = Served::start(tmp, "[proxy]\nindex_ttl_secs = 0\n");
+        served.cli = served.cli.backend("dnf");
+        Setup { served, repo }
     }
 
     fn root(&self, dir: &Path) -> Rootfs {
         Rootfs::rpm(dir, &format!("{}/el/", self.upstream.url()))
-    }
-
-    fn ok(&self, command: &str, args: &[&str]) -> String {
-        self.cli.ok(command, args)
-    }
-
-    fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
-        self.cli.run(command, args)
     }
 }
 

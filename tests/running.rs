@@ -6,18 +6,25 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::util::cli::Cli;
+use crate::util::cli::Served;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
 use crate::util::running::{Running, CONTAINER_IDS};
-use crate::util::{try_run, vzpkg, ProxyProcess, Upstream};
+use crate::util::{try_run, vzpkg};
 
+/// What every wrapper test starts from, and the apt source line of its repository.
 struct Setup {
-    upstream: Upstream,
-    proxy: ProxyProcess,
-    cli: Cli,
+    served: Served,
     source: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 impl Setup {
@@ -26,22 +33,12 @@ impl Setup {
             &tmp.join("upstream/debian"),
             &[Pkg::new("vzt-alpha", "1.0", 300_000).depends("vzt-beta"), Pkg::new("vzt-beta", "2.1", 1_200_000)],
         );
-        let upstream = Upstream::start(&tmp.join("upstream"));
-        let proxy = ProxyProcess::start(&tmp.join("cache"), "", &["--allow-host", &upstream.host()]);
-        Setup {
-            source: format!("deb [trusted=yes] {}/debian stable main", upstream.url()),
-            cli: Cli::new(tmp, &proxy),
-            upstream,
-            proxy,
-        }
+        let served = Served::start(tmp, "");
+        Setup { source: format!("deb [trusted=yes] {}/debian stable main", served.upstream.url()), served }
     }
 
     fn container(&self, dir: &Path) -> Running {
         Running::start(Rootfs::new(dir, &self.source))
-    }
-
-    fn ok(&self, command: &str, args: &[&str]) -> String {
-        self.cli.ok(command, args)
     }
 
     /// `vzpkg COMMAND ARGS`, not started; its stdin a pipe.

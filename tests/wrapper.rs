@@ -3,18 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::cli::Cli;
+use crate::util::cli::Served;
 use crate::util::inside::{assert_only_the_relay_answers, store_snapshot, NETWORK_PROBE};
 use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::Rootfs;
-use crate::util::{counter, ProxyProcess, Upstream};
+use crate::util::{counter, Upstream};
 
-/// A test upstream, a proxy allowed to reach it, and what vzpkg needs to use them.
+/// What every wrapper test starts from, and the apt source line of its repository.
 struct Setup {
-    upstream: Upstream,
-    proxy: ProxyProcess,
-    cli: Cli,
+    served: Served,
     source: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 impl Setup {
@@ -24,27 +30,12 @@ impl Setup {
 
     fn with_proxy_config(tmp: &Path, proxy_config: &str) -> Setup {
         deb_repo(&tmp.join("upstream/debian"), &packages());
-        let upstream = Upstream::start(&tmp.join("upstream"));
-        let proxy = ProxyProcess::start(&tmp.join("cache"), proxy_config, &["--allow-host", &upstream.host()]);
-        Setup {
-            source: format!("deb [trusted=yes] {}/debian stable main", upstream.url()),
-            cli: Cli::new(tmp, &proxy),
-            upstream,
-            proxy,
-        }
+        let served = Served::start(tmp, proxy_config);
+        Setup { source: format!("deb [trusted=yes] {}/debian stable main", served.upstream.url()), served }
     }
 
     fn root(&self, dir: &Path) -> Rootfs {
         Rootfs::new(dir, &self.source)
-    }
-
-    /// Runs `vzpkg COMMAND [args…]` against this setup; panics with its output on failure.
-    fn ok(&self, command: &str, args: &[&str]) -> String {
-        self.cli.ok(command, args)
-    }
-
-    fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
-        self.cli.run(command, args)
     }
 }
 

@@ -4,7 +4,34 @@
 
 use std::path::Path;
 
-use super::{vzpkg, ProxyProcess};
+use super::{vzpkg, ProxyProcess, Upstream};
+
+/// A test upstream serving `TMP/upstream`, a proxy allowed to reach it, and vzpkg set up to use
+/// them: what every wrapper test starts from.
+pub struct Served {
+    pub upstream: Upstream,
+    pub proxy: ProxyProcess,
+    pub cli: Cli,
+}
+
+impl Served {
+    /// With `proxy_config` as the proxy's config file; the repositories already under
+    /// `tmp/upstream`.
+    pub fn start(tmp: &Path, proxy_config: &str) -> Served {
+        let upstream = Upstream::start(&tmp.join("upstream"));
+        let proxy = ProxyProcess::start(&tmp.join("cache"), proxy_config, &["--allow-host", &upstream.host()]);
+        Served { cli: Cli::new(tmp, &proxy), upstream, proxy }
+    }
+
+    /// Runs `vzpkg COMMAND [args…]`; panics with its output on failure.
+    pub fn ok(&self, command: &str, args: &[&str]) -> String {
+        self.cli.ok(command, args)
+    }
+
+    pub fn run(&self, command: &str, args: &[&str]) -> (i32, String, String) {
+        self.cli.run(command, args)
+    }
+}
 
 #[derive(Clone)]
 pub struct Cli {
