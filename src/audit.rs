@@ -396,9 +396,16 @@ pub struct Pending {
     refused: bool,
     /// The view's files and sizes, for the bytes read from it.
     view_files: std::collections::HashMap<String, u64>,
+    /// Where the finished record is also written as JSON (`--record-to`).
+    copy_to: Option<std::path::PathBuf>,
 }
 
 impl Pending {
+    /// Also write the finished record to `path` as JSON.
+    pub fn copy_to(&mut self, path: Option<std::path::PathBuf>) {
+        self.copy_to = path;
+    }
+
     pub fn start(spec: &str, command: &str) -> Pending {
         let record = Record {
             started_ms: now_ms(),
@@ -408,7 +415,7 @@ impl Pending {
             command: command.to_string(),
             ..Default::default()
         };
-        Pending { record, refused: false, view_files: Default::default() }
+        Pending { record, refused: false, view_files: Default::default(), copy_to: None }
     }
 
     pub fn container(&mut self, c: &crate::container::Container) {
@@ -507,6 +514,12 @@ impl Pending {
                 "vzpkg: the proxy refused upstream host {host} during this run: it is not allowed. To allow it, \
                  start the proxy with `--allow-host {host}`, or add it under [proxy] in the config:\n    allow_hosts = [\"{host}\"]"
             );
+        }
+        if let Some(path) = &self.copy_to {
+            let json = serde_json::to_vec(&self.record).expect("a record is plain data");
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!("vzpkg: could not write this run's record to {}: {e}", path.display());
+            }
         }
         let written = Log::open(state_dir).and_then(|mut log| log.append(&self.record));
         match (result, written) {

@@ -27,6 +27,10 @@ pub struct Global {
     /// Log format on stderr; the level comes from RUST_LOG (default: info)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Also write the wrapper command's audit record to FILE, as JSON (how a run over several
+    /// containers learns each one's outcome)
+    #[arg(long, global = true, value_name = "FILE", hide = true)]
+    pub record_to: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -41,7 +45,8 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Install packages into a container with its own package manager
     Install {
-        /// dir:/path/to/rootfs, or a name from the config's [containers]
+        /// dir:/path/to/rootfs, pid:N, lxc:NAME, nspawn:NAME, openvz:CTID, a name from the config's
+        /// [containers]; or several: a comma-separated list, @GROUP from [groups], @all
         ct: String,
         #[arg(required = true)]
         packages: Vec<String>,
@@ -100,6 +105,12 @@ pub enum Command {
     /// Cache size, hit ratio, bytes saved, downloads in flight, top containers, last prune
     Status {
         /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// The containers vzpkg finds ([containers], LXC, systemd-nspawn, OpenVZ): what @all stands for
+    Containers {
+        /// One JSON object per container and line instead of the table
         #[arg(long)]
         json: bool,
     },
@@ -179,6 +190,36 @@ pub struct WrapperArgs {
     /// JSON output (`list --json`).
     #[arg(skip)]
     pub json: bool,
+    /// `--record-to`, from the global options.
+    #[arg(skip)]
+    pub record_to: Option<PathBuf>,
+    #[command(flatten)]
+    pub many: ManyArgs,
+}
+
+/// How a wrapper command runs over several containers (a list, @GROUP or @all).
+#[derive(Debug, Args, Default, Clone)]
+pub struct ManyArgs {
+    /// Containers run at once [default: twice the CPUs, at least 2 and at most 8]
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Start no further container after one fails (running ones finish)
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Keep each container's output in a log of its own (under STATE_DIR/logs/) instead of
+    /// printing it, prefixed with the container's name
+    #[arg(long)]
+    pub quiet: bool,
+    /// The summary as one JSON object on stdout (the containers' own output goes to stderr)
+    #[arg(long = "json")]
+    pub summary_json: bool,
+}
+
+impl ManyArgs {
+    /// Whether any option asks for a run over containers (with its summary), even of one.
+    pub fn any(&self) -> bool {
+        self.parallel.is_some() || self.fail_fast || self.quiet || self.summary_json
+    }
 }
 
 #[derive(Debug, Args)]

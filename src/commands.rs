@@ -1,6 +1,8 @@
 //! One module per subcommand; each takes the parsed arguments and the loaded config.
 
 pub mod audit;
+pub mod containers;
+pub mod fleet;
 pub mod proxy;
 pub mod prune;
 pub mod status;

@@ -18,7 +18,34 @@ pub struct FileConfig {
     pub proxy: vzpkg_proxy::Config,
     /// Container names for the wrapper commands → their root directories.
     pub containers: std::collections::BTreeMap<String, PathBuf>,
+    /// `@NAME` → the containers it stands for (any container spec, or names of `[containers]`).
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where `@all` and `vzpkg containers` look for containers besides `[containers]`.
+    pub discovery: DiscoveryConfig,
     pub sandbox: SandboxConfig,
+}
+
+/// `[discovery]`: the directories LXC, systemd-nspawn and OpenVZ keep their containers in; an
+/// empty string leaves that kind out.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// LXC's lxcpath: one directory per container holding its `config`.
+    pub lxc_path: PathBuf,
+    /// systemd-nspawn's machine roots (directories; images are left out).
+    pub machines_dir: PathBuf,
+    /// OpenVZ's private areas, one per CTID.
+    pub openvz_private: PathBuf,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            lxc_path: PathBuf::from("/var/lib/lxc"),
+            machines_dir: PathBuf::from("/var/lib/machines"),
+            openvz_private: PathBuf::from("/vz/private"),
+        }
+    }
 }
 
 /// `[sandbox]`: how the wrapper confines a container's package manager.
@@ -56,6 +83,8 @@ impl Default for FileConfig {
             state_dir: PathBuf::from("/var/lib/vzpkg"),
             proxy: vzpkg_proxy::Config::default(),
             containers: Default::default(),
+            groups: Default::default(),
+            discovery: DiscoveryConfig::default(),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -92,6 +121,8 @@ mod tests {
         assert_eq!(config.proxy.remap["debian"].len(), 2);
         assert_eq!(config.proxy.index_ttl_secs, 30);
         assert_eq!(config.containers["web1"], Path::new("/var/lib/lxc/web1/rootfs"));
+        assert_eq!(config.groups["web"], ["web1", "lxc:web2"]);
+        assert_eq!(config.discovery.lxc_path, DiscoveryConfig::default().lxc_path);
         let defaults = SandboxConfig::default();
         assert_eq!((config.sandbox.pids_max, config.sandbox.memory_max), (defaults.pids_max, defaults.memory_max));
         assert!(!config.sandbox.privileged && config.sandbox.id_base.is_none());
@@ -120,6 +151,9 @@ mod tests {
             "privileged",
             "pids_max",
             "memory_max",
+            "lxc_path",
+            "machines_dir",
+            "openvz_private",
         ] {
             let line = text.lines().position(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key}"));
             assert!(text.lines().nth(line - 1).unwrap().starts_with('#'), "{key} has no comment");

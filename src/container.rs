@@ -5,6 +5,7 @@
 //! exhaust the host), and the sandbox the package manager runs in.
 
 pub mod cgroup;
+pub mod discover;
 pub mod idmap;
 pub mod locks;
 pub mod relay;
@@ -23,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+use crate::config::DiscoveryConfig;
 use syscall::{Linux, Syscall};
 
 /// How vzpkg reaches a container.
@@ -56,23 +58,25 @@ pub struct Container {
 impl Container {
     /// `dir:/path/to/rootfs`, `pid:N`, `lxc:NAME`, `nspawn:NAME`, `openvz:CTID`, or a name from
     /// the config's `[containers]` table (whose value may be any of these, or a path).
-    pub fn resolve(spec: &str, named: &BTreeMap<String, PathBuf>) -> Result<Container> {
+    /// A stopped LXC or systemd-nspawn container is reached through its root directory (LXC's
+    /// from its config, with its id range when it is unprivileged).
+    pub fn resolve(spec: &str, named: &BTreeMap<String, PathBuf>, places: &DiscoveryConfig) -> Result<Container> {
         let mut container = match named.get(spec) {
             Some(target) if !spec.contains(':') => {
                 let target = target.to_string_lossy();
                 if target.starts_with('/') {
                     Self::stopped(spec, PathBuf::from(&*target))?
                 } else {
-                    Self::resolve_kind(&target)?
+                    Self::resolve_kind(&target, places)?
                 }
             }
-            _ => Self::resolve_kind(spec)?,
+            _ => Self::resolve_kind(spec, places)?,
         };
         container.name = spec.to_string();
         Ok(container)
     }
 
-    fn resolve_kind(spec: &str) -> Result<Container> {
+    fn resolve_kind(spec: &str, places: &DiscoveryConfig) -> Result<Container> {
         let Some((kind, what)) = spec.split_once(':') else {
             bail!(
                 "unknown container {spec:?}: use dir:/path/to/rootfs, pid:N, lxc:NAME, nspawn:NAME or openvz:CTID, \
@@ -86,7 +90,25 @@ impl Container {
                 let pid = pid.with_context(|| format!("container {spec:?}: {what:?} is not a process id above 1"))?;
                 Self::running(spec, pid)
             }
-            "lxc" | "nspawn" => Self::running(spec, running::leader(kind, what)?),
+            "lxc" | "nspawn" => match running::leader(kind, what, &places.lxc_path)? {
+                Some(pid) => Self::running(spec, pid),
+                None if kind == "lxc" => {
+                    let config = running::lxc_config(&places.lxc_path, what)?;
+                    let mut container = Self::stopped(spec, config.rootfs)?;
+                    container.own_ids = config.ids;
+                    Ok(container)
+                }
+                None => {
+                    let root = places.machines_dir.join(what);
+                    if places.machines_dir.as_os_str().is_empty() || !root.is_dir() {
+                        bail!(
+                            "{spec}: machinectl gives no running machine {what:?} and there is no {}",
+                            root.display()
+                        );
+                    }
+                    Self::stopped(spec, root)
+                }
+            },
             "openvz" => Self::stopped(spec, running::openvz_root(what)?),
             _ => bail!("container {spec:?}: unknown kind {kind:?}: use dir:, pid:, lxc:, nspawn: or openvz:"),
         }

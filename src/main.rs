@@ -40,41 +40,116 @@ fn main() -> ExitCode {
 /// Runs the command; the exit status is the package manager's for wrapper commands.
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut file = config::FileConfig::load(cli.global.config.as_deref())?;
-    if let Some(dir) = cli.global.cache_dir {
+    if let Some(dir) = cli.global.cache_dir.clone() {
         file.cache_dir = dir;
     }
-    if let Some(dir) = cli.global.state_dir {
+    if let Some(dir) = cli.global.state_dir.clone() {
         file.state_dir = dir;
     }
     use backend::Operation;
-    use commands::wrapper::{self, Request};
+    use commands::wrapper::Request;
+    let global = &cli.global;
     match cli.command {
         Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
-        Command::Install { ct, packages, args } => {
-            wrapper::run(&ct, Request::Package(Operation::Install(packages)), &args, &file)
-        }
+        Command::Install { ct, packages, args } => wrapper(
+            global,
+            &file,
+            "install",
+            &ct,
+            args,
+            packages.clone(),
+            Request::Package(Operation::Install(packages)),
+        ),
         Command::Remove { ct, packages, args } => {
-            wrapper::run(&ct, Request::Package(Operation::Remove(packages)), &args, &file)
+            wrapper(global, &file, "remove", &ct, args, packages.clone(), Request::Package(Operation::Remove(packages)))
         }
-        Command::Upgrade { ct, packages, args } => {
-            wrapper::run(&ct, Request::Package(Operation::Upgrade(packages)), &args, &file)
+        Command::Upgrade { ct, packages, args } => wrapper(
+            global,
+            &file,
+            "upgrade",
+            &ct,
+            args,
+            packages.clone(),
+            Request::Package(Operation::Upgrade(packages)),
+        ),
+        Command::Update { ct, args } => {
+            wrapper(global, &file, "update", &ct, args, Vec::new(), Request::Package(Operation::Update))
         }
-        Command::Update { ct, args } => wrapper::run(&ct, Request::Package(Operation::Update), &args, &file),
         Command::List { ct, json, backend, max_time } => {
             // The proxy is never reached by a list; the sandbox a query runs in still wants one.
             let proxy = "http://127.0.0.1:3142".to_string();
-            wrapper::run(
-                &ct,
-                Request::List,
-                &cli::WrapperArgs { json, backend, proxy, max_time, ..Default::default() },
-                &file,
-            )
+            let args = cli::WrapperArgs { json, backend, proxy, max_time, ..Default::default() };
+            wrapper(global, &file, "list", &ct, args, Vec::new(), Request::List)
         }
-        Command::Exec { ct, command, args } => wrapper::run(&ct, Request::Exec(command), &args, &file),
+        Command::Exec { ct, command, args } => {
+            wrapper(global, &file, "exec", &ct, args, command.clone(), Request::Exec(command))
+        }
         Command::Audit(args) => commands::audit::run(args, &file),
         Command::Prune(args) => commands::prune::run(args, &file),
         Command::Status { json } => commands::status::run(json, &file),
+        Command::Containers { json } => commands::containers::run(json, &file),
     }
+}
+
+/// A wrapper command on one container, or on each of several (a list, @GROUP, @all, or any of
+/// the options that ask for a summary), each then in a vzpkg process of its own.
+fn wrapper(
+    global: &cli::Global,
+    file: &config::FileConfig,
+    subcommand: &'static str,
+    ct: &str,
+    mut args: cli::WrapperArgs,
+    trailing: Vec<String>,
+    request: commands::wrapper::Request,
+) -> anyhow::Result<i32> {
+    use commands::fleet;
+    args.record_to = global.record_to.clone();
+    if !container::discover::is_many(ct) && !args.many.any() {
+        return commands::wrapper::run(ct, request, &args, file);
+    }
+    let containers = container::discover::expand(ct, file)?;
+    if matches!(subcommand, "install" | "remove" | "upgrade") && !args.assume_yes {
+        anyhow::bail!(
+            "vzpkg {subcommand} on several containers needs -y: the package managers cannot ask each of them a question"
+        );
+    }
+    let mut child_global: Vec<String> = vec![
+        "--cache-dir".into(),
+        file.cache_dir.display().to_string(),
+        "--state-dir".into(),
+        file.state_dir.display().to_string(),
+        "--log-format".into(),
+        clap::ValueEnum::to_possible_value(&global.log_format).map(|v| v.get_name().to_string()).unwrap_or_default(),
+    ];
+    if let Some(config) = &global.config {
+        child_global.extend(["--config".into(), config.display().to_string()]);
+    }
+    let mut child_args = Vec::new();
+    if subcommand == "list" {
+        if args.json {
+            child_args.push("--json".to_string());
+        }
+    } else {
+        if args.assume_yes {
+            child_args.push("-y".to_string());
+        }
+        child_args.extend(["--timeout".into(), args.timeout.to_string(), "--proxy".into(), args.proxy.clone()]);
+        if args.privileged {
+            child_args.push("--privileged".into());
+        }
+    }
+    if let Some(max_time) = args.max_time {
+        child_args.extend(["--max-time".into(), max_time.to_string()]);
+    }
+    if let Some(backend) = &args.backend {
+        child_args.extend(["--backend".into(), backend.clone()]);
+    }
+    if !trailing.is_empty() {
+        child_args.push("--".into());
+        child_args.extend(trailing);
+    }
+    let job = fleet::Job { global: child_global, subcommand, args: child_args };
+    fleet::run(&containers, &job, &args.many, file)
 }
 
 /// Logs to stderr; with `background`, through a thread of its own, so that a request's log

@@ -49,6 +49,7 @@ pub fn run(ct: &str, request: Request, args: &WrapperArgs, file: &FileConfig) ->
     // Opened first, so that a command whose record could not be written never runs.
     audit::Log::open(&file.state_dir).context("opening the audit log")?;
     let mut record = audit::Pending::start(ct, request.name());
+    record.copy_to(args.record_to.clone());
     let result = run_recorded(ct, request, args, file, &mut record);
     record.finish(&file.state_dir, &file.cache_dir, result)
 }
@@ -60,7 +61,7 @@ fn run_recorded(
     file: &FileConfig,
     audit: &mut audit::Pending,
 ) -> Result<i32> {
-    let container = Container::resolve(ct, &file.containers)?;
+    let container = Container::resolve(ct, &file.containers, &file.discovery)?;
     audit.container(&container);
     let backend = backend::detect(&container, args.backend.as_deref())?;
     audit.backend(backend.name());

@@ -3,36 +3,114 @@
 //! whether an init is still the process a pidfd holds, and a container's own id mapping.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 use super::idmap::{IdRange, COUNT};
 
-/// The host pid of the init of the LXC (`lxc-info`) or systemd-nspawn (`machinectl`'s Leader)
-/// container `name`.
-pub fn leader(kind: &str, name: &str) -> Result<i32> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name.starts_with('-')
+/// A container name as LXC and machinectl take it: never an option, never a path.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || name.starts_with(['-', '.'])
     {
         bail!("{kind}:{name:?}: not a container name (letters, digits, '.', '_', '-')");
     }
-    let (tool, args): (&str, Vec<&str>) = match kind {
-        "lxc" => ("lxc-info", vec!["-n", name, "-p", "-H"]),
-        _ => ("machinectl", vec!["show", name, "-p", "Leader", "--value"]),
+    Ok(())
+}
+
+/// The host pid of the init of the LXC (`lxc-info`) or systemd-nspawn (`machinectl`'s Leader)
+/// container `name`; `None` when its tool says it is not running, or is not there to ask.
+pub fn leader(kind: &str, name: &str, lxc_path: &Path) -> Result<Option<i32>> {
+    check_name(kind, name)?;
+    let mut command = match kind {
+        "lxc" => {
+            let mut c = Command::new("lxc-info");
+            if !lxc_path.as_os_str().is_empty() {
+                c.arg("-P").arg(lxc_path);
+            }
+            c.args(["-n", name, "-p", "-H"]);
+            c
+        }
+        _ => {
+            let mut c = Command::new("machinectl");
+            c.args(["show", name, "-p", "Leader", "--value"]);
+            c
+        }
     };
-    let out = Command::new(tool)
-        .args(&args)
-        .output()
-        .with_context(|| format!("{kind}:{name}: running {tool} (is it installed?)"))?;
+    let out = match command.stdin(std::process::Stdio::null()).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{kind}:{name}: running {:?}", command.get_program())),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     match text.trim().parse::<i32>() {
-        Ok(pid) if out.status.success() && pid > 1 => Ok(pid),
-        _ => bail!(
-            "{kind}:{name}: {tool} gives no running init ({}); is the container running?",
-            crate::untrusted::printable(String::from_utf8_lossy(&out.stderr).trim(), 300)
-        ),
+        Ok(pid) if out.status.success() && pid > 1 => Ok(Some(pid)),
+        _ => Ok(None),
     }
+}
+
+/// What vzpkg needs of a stopped LXC container's config: its root directory and, for an
+/// unprivileged container, the one id range its files carry.
+#[derive(Debug, PartialEq)]
+pub struct LxcConfig {
+    pub rootfs: PathBuf,
+    pub ids: Option<IdRange>,
+}
+
+/// Reads `LXC_PATH/NAME/config` (the host's, written by its administrator).
+pub fn lxc_config(lxc_path: &Path, name: &str) -> Result<LxcConfig> {
+    check_name("lxc", name)?;
+    let path = lxc_path.join(name).join("config");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("lxc:{name}: not running, and its config {} cannot be read", path.display()))?;
+    parse_lxc_config(&text).with_context(|| format!("lxc:{name}: in {}", path.display()))
+}
+
+fn parse_lxc_config(text: &str) -> Result<LxcConfig> {
+    let mut rootfs = None;
+    let (mut uid, mut gid) = (None, None);
+    let mut idmaps = 0;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "lxc.rootfs.path" | "lxc.rootfs" => {
+                let dir = value.strip_prefix("dir:").or(value.strip_prefix("btrfs:")).unwrap_or(value);
+                if !dir.starts_with('/') {
+                    bail!(
+                        "lxc.rootfs.path = {value:?}: vzpkg reaches a stopped LXC container only through a directory \
+                         root; start it (lxc-start) and vzpkg joins it while it runs"
+                    );
+                }
+                rootfs = Some(PathBuf::from(dir));
+            }
+            "lxc.idmap" | "lxc.id_map" => {
+                idmaps += 1;
+                let fields: Vec<&str> = value.split_whitespace().collect();
+                let base = match fields[..] {
+                    [_, "0", base, count] if count.parse::<u64>().is_ok_and(|c| c >= u64::from(COUNT)) => {
+                        base.parse::<u32>().ok().filter(|b| *b > 0)
+                    }
+                    _ => None,
+                };
+                match (fields.first(), base) {
+                    (Some(&"u"), Some(b)) => uid = Some(b),
+                    (Some(&"g"), Some(b)) => gid = Some(b),
+                    _ => bail!("lxc.idmap = {value:?}: vzpkg takes one range of {COUNT} ids from 0 for u and for g"),
+                }
+            }
+            _ => {}
+        }
+    }
+    let ids = match (uid, gid, idmaps) {
+        (None, None, 0) => None,
+        (Some(uid_base), Some(gid_base), 2) => Some(IdRange { uid_base, gid_base }),
+        _ => bail!("its lxc.idmap lines are not one u and one g range of {COUNT} ids from 0"),
+    };
+    Ok(LxcConfig { rootfs: rootfs.context("it names no lxc.rootfs.path")?, ids })
 }
 
 /// An OpenVZ container's root: /vz/root/CTID while it runs (mounted there), else its private
@@ -107,9 +185,27 @@ mod tests {
 
     #[test]
     fn names_that_could_be_options_or_paths_are_refused() {
-        for bad in ["", "-h", "../x", "a b", "a/b"] {
-            assert!(leader("lxc", bad).is_err(), "{bad:?}");
+        for bad in ["", "-h", "../x", "..", ".hidden", "a b", "a/b"] {
+            assert!(leader("lxc", bad, Path::new("/var/lib/lxc")).is_err(), "{bad:?}");
         }
         assert!(openvz_root("../1").is_err());
+    }
+
+    #[test]
+    fn an_lxc_config_gives_the_root_and_the_id_range() {
+        let plain = "lxc.uts.name = web\nlxc.rootfs.path = dir:/var/lib/lxc/web/rootfs\n";
+        assert_eq!(parse_lxc_config(plain).unwrap(), LxcConfig { rootfs: "/var/lib/lxc/web/rootfs".into(), ids: None });
+        let shifted = "lxc.rootfs.path = /srv/web\nlxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536\n";
+        let config = parse_lxc_config(shifted).unwrap();
+        assert_eq!(config.ids, Some(IdRange { uid_base: 100_000, gid_base: 200_000 }));
+        for bad in [
+            "lxc.rootfs.path = lvm:/dev/vg/web\n",
+            "lxc.uts.name = web\n",
+            "lxc.rootfs.path = /srv/web\nlxc.idmap = u 0 100000 65536\n",
+            "lxc.rootfs.path = /srv/web\nlxc.idmap = u 0 100000 1000\nlxc.idmap = g 0 100000 1000\n",
+            "lxc.rootfs.path = /srv/web\nlxc.idmap = u 0 0 65536\nlxc.idmap = g 0 0 65536\n",
+        ] {
+            assert!(parse_lxc_config(bad).is_err(), "{bad:?}");
+        }
     }
 }
