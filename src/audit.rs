@@ -243,8 +243,9 @@ impl Log {
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // Read under the write lock: several vzpkg processes may open a new log at once.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i + 1)?;

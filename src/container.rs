@@ -109,7 +109,7 @@ impl Container {
                     Self::stopped(spec, root)
                 }
             },
-            "openvz" => Self::stopped(spec, running::openvz_root(what)?),
+            "openvz" => Self::stopped(spec, running::openvz_root(what, &places.openvz_private)?),
             _ => bail!("container {spec:?}: unknown kind {kind:?}: use dir:, pid:, lxc:, nspawn: or openvz:"),
         }
     }

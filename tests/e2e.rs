@@ -8,6 +8,7 @@ mod clients;
 mod confinement;
 mod contrib;
 mod faults;
+mod fleet;
 mod proxy;
 mod prune;
 mod rpm;

@@ -76,6 +76,9 @@ pub fn run(containers: &[String], job: &Job, many: &ManyArgs, file: &FileConfig)
         .with_context(|| format!("making a directory for the runs' records in {}", file.state_dir.display()))?;
     let logs = many.quiet.then(|| log_dir(&file.state_dir)).transpose()?;
 
+    // The keeper of a container's sandbox outlives its vzpkg when that is killed (it then kills
+    // the sandbox and removes its cgroup): as their subreaper, this process waits for that too.
+    nix::sys::prctl::set_child_subreaper(true).context("becoming the runs' subreaper")?;
     let (events, received) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
         .context("installing the Ctrl-C handler")?;
@@ -173,6 +176,7 @@ pub fn run(containers: &[String], job: &Job, many: &ManyArgs, file: &FileConfig)
         }
     }
     display.clear();
+    reap_orphans();
     if interrupts > 0 {
         for row in rows.iter_mut().filter(|r| r.result == "not started") {
             row.error = Some("interrupted before it started".into());
@@ -315,6 +319,16 @@ fn finished(container: &str, run: &Running, status: std::process::ExitStatus, ki
             error: Some(if run.last.is_empty() { format!("vzpkg exited with {status}") } else { run.last.clone() }),
             ..base
         },
+    }
+}
+
+/// Waits for every process left to this one (keepers tearing down a killed run's sandbox).
+fn reap_orphans() {
+    loop {
+        match nix::sys::wait::waitpid(None, None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
     }
 }
 

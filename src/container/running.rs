@@ -114,16 +114,16 @@ fn parse_lxc_config(text: &str) -> Result<LxcConfig> {
 }
 
 /// An OpenVZ container's root: /vz/root/CTID while it runs (mounted there), else its private
-/// area /vz/private/CTID.
-pub fn openvz_root(ctid: &str) -> Result<PathBuf> {
+/// area /vz/private/CTID (`private` is that directory; `root` its sibling).
+pub fn openvz_root(ctid: &str, private: &Path) -> Result<PathBuf> {
     if ctid.is_empty() || !ctid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         bail!("openvz:{ctid:?}: not a container id");
     }
-    let mounted = PathBuf::from(format!("/vz/root/{ctid}"));
+    let mounted = private.parent().unwrap_or(Path::new("/")).join("root").join(ctid);
     if std::fs::read_dir(&mounted).is_ok_and(|mut d| d.next().is_some()) {
         return Ok(mounted);
     }
-    let private = PathBuf::from(format!("/vz/private/{ctid}"));
+    let private = private.join(ctid);
     if private.is_dir() {
         return Ok(private);
     }
@@ -188,7 +188,7 @@ mod tests {
         for bad in ["", "-h", "../x", "..", ".hidden", "a b", "a/b"] {
             assert!(leader("lxc", bad, Path::new("/var/lib/lxc")).is_err(), "{bad:?}");
         }
-        assert!(openvz_root("../1").is_err());
+        assert!(openvz_root("../1", Path::new("/vz/private")).is_err());
     }
 
     #[test]

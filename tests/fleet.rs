@@ -1,0 +1,256 @@
+//! Wrapper commands over several containers, as root: ten Debian roots from one tarball
+//! installing in parallel through one proxy, a held lock failing one of them, --fail-fast,
+//! Ctrl-C, and what @GROUP, @all and `vzpkg containers` stand for.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::util::cli::Served;
+use crate::util::repo::{deb_repo, Pkg};
+use crate::util::rootfs::Rootfs;
+
+fn packages() -> Vec<Pkg> {
+    vec![
+        Pkg::new("vzt-alpha", "1.0", 300_000).depends("vzt-beta"),
+        Pkg::new("vzt-beta", "2.1", 1_200_000),
+        Pkg::new("vzt-gamma", "0.3", 40_000),
+        Pkg::new("vzt-delta", "1.1", 20_000),
+        Pkg::new("vzt-epsilon", "0.9", 20_000),
+    ]
+}
+
+/// The summary `--json` printed, parsed.
+fn summary(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("--json printed no JSON ({e}):\n{stdout}"))
+}
+
+/// Container name → its result, from a summary.
+fn results(summary: &serde_json::Value) -> Vec<(String, String)> {
+    summary["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["container"].as_str().unwrap().to_string(), c["result"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A Python process holding an fcntl lock on `file` until its stdin closes.
+fn hold_lock(file: &Path) -> std::process::Child {
+    let hold = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", hold])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "locked\n");
+    holder
+}
+
+#[test]
+fn ten_containers_install_in_parallel_each_package_fetched_once_and_a_held_lock_fails_only_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = deb_repo(&tmp.path().join("upstream/debian"), &packages());
+    let served = Served::start(tmp.path(), "");
+    let source = format!("deb [trusted=yes] {}/debian stable main", served.upstream.url());
+    let roots: Vec<Rootfs> = (1..=10).map(|i| Rootfs::new(&tmp.path().join(format!("ct{i}")), &source)).collect();
+    let names: Vec<String> = (1..=10).map(|i| format!("ct{i}")).collect();
+    let mut config = String::from("[containers]\n");
+    for (name, root) in names.iter().zip(&roots) {
+        config.push_str(&format!("{name} = {:?}\n", root.path.display().to_string()));
+    }
+    std::fs::write(&served.cli.config, config).unwrap();
+    let all = names.join(",");
+
+    served.ok("update", &["--parallel", "4", &all]);
+    let (code, out, err) = served.run("install", &["--parallel", "4", "--json", &all, "vzt-alpha", "vzt-gamma"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = summary(&out);
+    assert_eq!(results(&report), names.iter().map(|n| (n.clone(), "ok".to_string())).collect::<Vec<_>>());
+    assert_eq!(report["ok"], 10);
+    for row in report["containers"].as_array().unwrap() {
+        assert_eq!(row["changed"], 3, "{row}");
+        assert_eq!(row["exit_status"], 0, "{row}");
+    }
+    for root in &roots {
+        assert_eq!(root.installed_version("vzt-alpha").as_deref(), Some("1.0"), "{}", root.path.display());
+        assert_eq!(root.installed_version("vzt-beta").as_deref(), Some("2.1"));
+        assert_eq!(root.installed_version("vzt-gamma").as_deref(), Some("0.3"));
+    }
+    // Ten containers asked for each package, most of them at once: one upstream download each.
+    for deb in debs.iter().filter(|d| !d.contains("delta") && !d.contains("epsilon")) {
+        assert_eq!(served.upstream.count(&format!("/debian/{deb}")), 1, "{deb}");
+    }
+    // Each container's output came prefixed with its name.
+    for name in &names {
+        assert!(err.contains(&format!("[{name}] vzpkg: installed vzt-alpha:all 1.0")), "{err}");
+    }
+
+    // ct3's dpkg is locked by someone: it fails naming the holder, the nine others succeed.
+    let holder = hold_lock(&roots[2].path.join("var/lib/dpkg/lock-frontend"));
+    let (code, out, err) = served.run("install", &["--parallel", "4", "--timeout", "1", &all, "vzt-delta"]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let ct3 = out.lines().find(|l| l.starts_with("ct3 ")).unwrap_or_else(|| panic!("no row for ct3:\n{out}"));
+    assert!(ct3.contains("refused") && ct3.contains(&format!("held by pid {}", holder.id())), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ct") && l.contains(" ok ")).count(), 9, "{out}");
+    assert!(out.contains("10 containers: 9 ok, 1 failed"), "{out}");
+    for (i, root) in roots.iter().enumerate() {
+        let want = if i == 2 { None } else { Some("1.1") };
+        assert_eq!(root.installed_version("vzt-delta").as_deref(), want, "{}", root.path.display());
+    }
+
+    // --fail-fast: after ct3 fails, no further container starts.
+    let (code, out, err) = served
+        .run("install", &["--parallel", "1", "--fail-fast", "--json", "--timeout", "1", "ct3,ct1,ct2", "vzt-epsilon"]);
+    assert_ne!(code, 0);
+    let report = summary(&out);
+    assert_eq!(
+        results(&report),
+        [("ct3", "refused"), ("ct1", "not started"), ("ct2", "not started")]
+            .map(|(c, r)| (c.to_string(), r.to_string()))
+    );
+    assert!(err.contains("--fail-fast: starting no further container"), "{err}");
+    assert!(roots.iter().all(|r| r.installed_version("vzt-epsilon").is_none()));
+    drop(holder);
+
+    // Several containers need -y: their package managers cannot each ask a question.
+    let argv = ["--config", &served.cli.config, "--state-dir", &served.cli.state, "install", &all, "vzt-epsilon"];
+    let (code, _, err) = crate::util::vzpkg(&argv);
+    assert_ne!(code, 0);
+    assert!(err.contains("needs -y"), "{err}");
+}
+
+#[test]
+fn ctrl_c_starts_nothing_new_and_a_second_one_ends_the_running_sandboxes_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let roots: Vec<Rootfs> = (1..=3).map(|i| Rootfs::busybox(&tmp.path().join(format!("ct{i}")))).collect();
+    let list = roots.iter().map(|r| r.ct()).collect::<Vec<_>>().join(",");
+    let state = tmp.path().join("state");
+    let mut fleet = Command::new(env!("CARGO_BIN_EXE_vzpkg"))
+        .args(["--state-dir", &state.display().to_string(), "exec", "--parallel", "2", "--json", &list, "--"])
+        .args(["sh", "-c", "echo started; exec sleep 3600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(fleet.id() as i32);
+    // The guests' output goes to stderr with --json: wait for both running ones to say so.
+    let mut stderr = BufReader::new(fleet.stderr.take().unwrap());
+    let mut seen = String::new();
+    while seen.matches("] started").count() < 2 {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "vzpkg ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+    while !seen.contains("interrupt again to end them") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = fleet.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{seen}{rest}");
+    let report = summary(&String::from_utf8_lossy(&out.stdout));
+    let results: Vec<String> = results(&report).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(results, ["interrupted", "interrupted", "not started"], "{seen}{rest}");
+    // vzpkg waited for the sandboxes' keepers: no guest process and no run cgroup is left.
+    let sleeping = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .filter(|cmdline| cmdline == b"sleep\x003600\x00")
+        .count();
+    assert_eq!(sleeping, 0, "a guest outlived its run");
+    for hierarchy in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let runs = crate::util::walk(Path::new(hierarchy), &[])
+            .into_iter()
+            .filter(|(p, m)| m.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("run-")))
+            .filter(|(p, _)| {
+                std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty())
+            })
+            .count();
+        assert_eq!(runs, 0, "a run's cgroup under {hierarchy} still has processes");
+    }
+}
+
+#[test]
+fn groups_and_all_resolve_as_documented_and_containers_lists_what_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let named = Rootfs::busybox(&t.join("named"));
+    let other = Rootfs::busybox(&t.join("other"));
+    // A stopped LXC container (its config names its root), an nspawn machine and an OpenVZ
+    // private area, each in a directory of the test's own.
+    let lxc_root = Rootfs::busybox(&t.join("lxc-roots/web"));
+    std::fs::create_dir_all(t.join("lxc/web")).unwrap();
+    std::fs::write(t.join("lxc/web/config"), format!("lxc.rootfs.path = dir:{}\n", lxc_root.path.display())).unwrap();
+    std::fs::create_dir_all(t.join("lxc/not-a-container")).unwrap();
+    Rootfs::busybox(&t.join("machines/m1"));
+    Rootfs::busybox(&t.join("vz/101"));
+    let config = t.join("vzpkg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[containers]\nnamed = {:?}\n[groups]\npair = [\"named\", {:?}]\n\
+             [discovery]\nlxc_path = {:?}\nmachines_dir = {:?}\nopenvz_private = {:?}\n",
+            named.path.display().to_string(),
+            other.ct(),
+            t.join("lxc").display().to_string(),
+            t.join("machines").display().to_string(),
+            t.join("vz").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let state = t.join("state").display().to_string();
+    let vzpkg = |args: &[&str]| {
+        let mut argv = vec!["--config", &config, "--state-dir", &state];
+        argv.extend(args);
+        crate::util::vzpkg(&argv)
+    };
+
+    let (code, out, err) = vzpkg(&["containers", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let found: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let row = |name: &str| found.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {out}"));
+    assert_eq!(found.len(), 4, "{out}");
+    assert_eq!((row("named")["kind"].as_str(), row("named")["state"].as_str()), (Some("dir"), Some("stopped")));
+    assert_eq!(row("lxc:web")["root"], lxc_root.path.display().to_string());
+    assert_eq!(
+        (row("nspawn:m1")["kind"].as_str(), row("openvz:101")["kind"].as_str()),
+        (Some("nspawn"), Some("openvz"))
+    );
+    assert!(found.iter().all(|c| c["backend"] == "apt" && c["state"] == "stopped"), "{out}");
+    let (code, table, _) = vzpkg(&["containers"]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("NAME") && table.lines().count() == 5, "{table}");
+
+    // Each container is told apart by the file it gets written.
+    let mark = ["sh", "-c", "echo marked > /marked"];
+    let (code, out, err) = vzpkg(&["exec", "--json", "@pair", "--"].iter().chain(&mark).copied().collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let pair: Vec<String> = results(&summary(&out)).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(pair, ["named".to_string(), other.ct()]);
+    assert!(named.path.join("marked").is_file() && other.path.join("marked").is_file());
+
+    let (code, out, err) = vzpkg(&["exec", "--json", "@all", "--"].iter().chain(&mark).copied().collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let every: Vec<(String, String)> = results(&summary(&out));
+    assert_eq!(
+        every,
+        ["named", "lxc:web", "nspawn:m1", "openvz:101"].map(|c| (c.to_string(), "ok".to_string())),
+        "{err}"
+    );
+    for dir in ["lxc-roots/web", "machines/m1", "vz/101"] {
+        assert!(t.join(dir).join("marked").is_file(), "{dir}");
+    }
+    let (code, _, err) = vzpkg(&["exec", "@nope", "--", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no group @nope") && err.contains("@pair"), "{err}");
+}
