@@ -241,8 +241,9 @@ impl Log {
             // It names users, containers and what they run: root's alone.
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Before anything that locks: other vzpkg processes may be writing.
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         // Read under the write lock: several vzpkg processes may open a new log at once.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
