@@ -66,7 +66,15 @@ fn ten_containers_install_in_parallel_each_package_fetched_once_and_a_held_lock_
     std::fs::write(&served.cli.config, config).unwrap();
     let all = names.join(",");
 
-    served.ok("update", &["--parallel", "4", &all]);
+    // --quiet: each container's output in a log of its own, named in the summary.
+    let out = served.ok("update", &["--parallel", "4", "--quiet", &all]);
+    assert!(!out.contains("[ct1]"), "{out}");
+    for name in &names {
+        let row = out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{out}"));
+        let log = row.split("log: ").nth(1).unwrap_or_else(|| panic!("{row}"));
+        assert!(log.starts_with(&served.cli.state) && log.ends_with(&format!("-{name}.log")), "{row}");
+        assert!(std::fs::read_to_string(log).unwrap().contains("Reading package lists"), "{log}");
+    }
     let (code, out, err) = served.run("install", &["--parallel", "4", "--json", &all, "vzt-alpha", "vzt-gamma"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let report = summary(&out);
@@ -253,4 +261,21 @@ fn groups_and_all_resolve_as_documented_and_containers_lists_what_exists() {
     let (code, _, err) = vzpkg(&["exec", "@nope", "--", "true"]);
     assert_ne!(code, 0);
     assert!(err.contains("no group @nope") && err.contains("@pair"), "{err}");
+
+    // A stopped unprivileged LXC container: its files carry its range on disk, and its guest
+    // runs with that range (root inside is its host uid 300000, not vzpkg's range idmapped).
+    let shifted = Rootfs::busybox(&t.join("lxc-roots/shifted"));
+    crate::util::run(Command::new("chown").args(["-R", "-h", "300000:300000"]).arg(&shifted.path));
+    std::fs::create_dir_all(t.join("lxc/shifted")).unwrap();
+    std::fs::write(
+        t.join("lxc/shifted/config"),
+        format!(
+            "lxc.rootfs.path = dir:{}\nlxc.idmap = u 0 300000 65536\nlxc.idmap = g 0 300000 65536\n",
+            shifted.path.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = vzpkg(&["exec", "lxc:shifted", "--", "sh", "-c", "id -u; stat -c %u /bin/busybox; touch /made"]);
+    assert_eq!((code, out.as_str()), (0, "0\n0\n"), "{err}");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(shifted.path.join("made")).unwrap()), 300_000);
 }
