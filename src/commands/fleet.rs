@@ -324,12 +324,7 @@ fn finished(container: &str, run: &Running, status: std::process::ExitStatus, ki
 
 /// Waits for every process left to this one (keepers tearing down a killed run's sandbox).
 fn reap_orphans() {
-    loop {
-        match nix::sys::wait::waitpid(None, None) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
+    while let Ok(_) | Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(None, None) {}
 }
 
 /// `STATE_DIR/logs/TIME-PID/`, for `--quiet`.
