@@ -93,6 +93,20 @@ fn ten_containers_install_in_parallel_each_package_fetched_once_and_a_held_lock_
     for deb in debs.iter().filter(|d| !d.contains("delta") && !d.contains("epsilon")) {
         assert_eq!(served.upstream.count(&format!("/debian/{deb}")), 1, "{deb}");
     }
+    // Each container's run has its own audit record.
+    let (code, audit, _) =
+        crate::util::vzpkg(&["--config", &served.cli.config, "--state-dir", &served.cli.state, "audit", "--json"]);
+    assert_eq!(code, 0);
+    let installs: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["command"] == "install")
+        .collect();
+    let mut specs: Vec<&str> = installs.iter().map(|r| r["container"]["spec"].as_str().unwrap()).collect();
+    specs.sort();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(specs, want, "{audit}");
     // Each container's output came prefixed with its name.
     for name in &names {
         assert!(err.contains(&format!("[{name}] vzpkg: installed vzt-alpha:all 1.0")), "{err}");

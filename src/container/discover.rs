@@ -45,6 +45,9 @@ pub fn expand(target: &str, file: &FileConfig) -> Result<Vec<String>> {
             None => specs.push(piece.to_string()),
         }
     }
+    if let Some(option) = specs.iter().find(|s| s.starts_with('-')) {
+        bail!("{option:?} is not a container: a container never starts with '-'");
+    }
     let mut seen = BTreeSet::new();
     specs.retain(|s| seen.insert(s.clone()));
     if specs.is_empty() {
@@ -130,6 +133,7 @@ mod tests {
         let err = expand("@nope", &file).unwrap_err().to_string();
         assert!(err.contains("@nope") && err.contains("@web"), "{err}");
         assert!(expand("web1,,web2", &file).is_err());
+        assert!(expand("web1,--privileged", &file).is_err(), "never passed on as an option");
         let nested = config("[groups]\na = [\"@b\"]\nb = [\"x\"]\n");
         assert!(expand("@a", &nested).unwrap_err().to_string().contains("not other groups"));
     }
