@@ -47,6 +47,19 @@ if [ ! -f "$rpm_rootfs" ]; then
 fi
 export VZPKG_TEST_RPM_ROOTFS="$rpm_rootfs"
 
+# The .deb files of an mmdebstrap --variant=apt root plus a few small extras, for the template
+# tests, which serve them from a loopback repository of their own (made once, like the roots).
+template_debs=${VZPKG_TEST_TEMPLATE_DEBS:-/var/cache/vzpkg-tests/template-debs}
+if ! compgen -G "$template_debs/jq_*.deb" >/dev/null || ! compgen -G "$template_debs/dpkg_*.deb" >/dev/null; then
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-stable}")
+  echo "test.sh: downloading the packages of a $suite root into $template_debs" >&2
+  rm -rf "$template_debs.part" && mkdir -p "$template_debs.part"
+  mmdebstrap --quiet --variant=apt --include=less,whiptail,jq,nano,bzip2 --skip=download/empty,essential/unlink --format=null \
+    --customize-hook="sync-out /var/cache/apt/archives $template_debs.part" "$suite" /dev/null
+  rm -rf "$template_debs" && mv "$template_debs.part" "$template_debs"
+fi
+export VZPKG_TEST_TEMPLATE_DEBS="$template_debs"
+
 # iputils-ping, whose postinst gives ping a file capability with setcap, and libcap2-bin, which
 # has setcap: the apt-variant root lacks both (the rest of what they depend on it has). The
 # confinement tests serve them from their own loopback repository.

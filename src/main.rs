@@ -7,6 +7,7 @@ mod backend;
 mod cli;
 mod commands;
 mod config;
+mod template;
 mod container;
 mod untrusted;
 
