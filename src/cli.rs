@@ -27,6 +27,9 @@ pub struct Global {
     /// Log format on stderr; the level comes from RUST_LOG (default: info)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Template files [default: /etc/vzpkg/templates]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     /// Also write the wrapper command's audit record to FILE, as JSON (how a run over several
     /// containers learns each one's outcome)
     #[arg(long, global = true, value_name = "FILE", hide = true)]
@@ -108,9 +111,57 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a template with everything it inherits, and where each entry came from
+    Template {
+        #[command(subcommand)]
+        action: TemplateAction,
+    },
+    /// Build the OS image of a template (through the proxy), unless it is up to date; or list
+    /// the images built
+    Cache {
+        /// The OS template (a file TEMPLATE.toml in the templates directory)
+        template: Option<String>,
+        /// Rebuild even if the template did not change
+        #[arg(long)]
+        force: bool,
+        /// List the images built, with their age and whether their template changed since
+        #[arg(long)]
+        list: bool,
+        /// The vzpkg proxy the bootstrapper downloads through
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3142")]
+        proxy: String,
+    },
+    /// Make a new container root from a template's image, then install application templates
+    Create {
+        /// The new container's name (what `vzpkg install NAME …` then takes)
+        ct: String,
+        /// The OS template whose image (`vzpkg cache TEMPLATE`) the root is made from
+        #[arg(long, value_name = "TEMPLATE")]
+        template: String,
+        /// An application template to install afterwards (repeatable)
+        #[arg(long = "app", value_name = "TEMPLATE")]
+        apps: Vec<String>,
+        /// Where the root goes [default: STATE_DIR/containers/NAME/root]
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// The vzpkg proxy the application templates' packages come through
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3142")]
+        proxy: String,
+    },
     /// The containers vzpkg finds ([containers], LXC, systemd-nspawn, OpenVZ): what @all stands for
     Containers {
         /// One JSON object per container and line instead of the table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateAction {
+    /// The resolved template: each setting, repository and package with the template it came from
+    Show {
+        name: String,
+        /// One JSON object instead of text
         #[arg(long)]
         json: bool,
     },

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod containers;
+pub mod create;
 pub mod fleet;
 pub mod proxy;
 pub mod prune;

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod template;
 mod container;
+mod image;
 mod untrusted;
 
 use std::io::IsTerminal;
@@ -47,9 +48,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(dir) = cli.global.state_dir.clone() {
         file.state_dir = dir;
     }
+    // Containers `vzpkg create` made are found by name, after the config's.
+    for (name, root) in commands::create::created(&file.state_dir) {
+        file.containers.entry(name).or_insert(root);
+    }
     use backend::Operation;
     use commands::wrapper::Request;
     let global = &cli.global;
+    let templates = template::Templates::new(global.templates.as_deref());
     match cli.command {
         Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
         Command::Install { ct, packages, args } => wrapper(
@@ -89,6 +95,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Prune(args) => commands::prune::run(args, &file),
         Command::Status { json } => commands::status::run(json, &file),
         Command::Containers { json } => commands::containers::run(json, &file),
+        Command::Template { action: cli::TemplateAction::Show { name, json } } => {
+            commands::create::show(&name, json, &templates)
+        }
+        Command::Cache { template, force, list, proxy } => {
+            commands::create::cache(template.as_deref(), force, list, &proxy, &templates, &file)
+        }
+        Command::Create { ct, template, apps, root, proxy } => {
+            let args = commands::create::CreateArgs {
+                ct: &ct,
+                template: &template,
+                apps: &apps,
+                root: root.as_deref(),
+                proxy: &proxy,
+                child_global: child_global(global, &file),
+            };
+            commands::create::create(args, &templates, &file)
+        }
     }
 }
 
@@ -114,17 +137,6 @@ fn wrapper(
             "vzpkg {subcommand} on several containers needs -y: the package managers cannot ask each of them a question"
         );
     }
-    let mut child_global: Vec<String> = vec![
-        "--cache-dir".into(),
-        file.cache_dir.display().to_string(),
-        "--state-dir".into(),
-        file.state_dir.display().to_string(),
-        "--log-format".into(),
-        clap::ValueEnum::to_possible_value(&global.log_format).map(|v| v.get_name().to_string()).unwrap_or_default(),
-    ];
-    if let Some(config) = &global.config {
-        child_global.extend(["--config".into(), config.display().to_string()]);
-    }
     let mut child_args = Vec::new();
     if subcommand == "list" {
         if args.json {
@@ -149,8 +161,25 @@ fn wrapper(
         child_args.push("--".into());
         child_args.extend(trailing);
     }
-    let job = fleet::Job { global: child_global, subcommand, args: child_args };
+    let job = fleet::Job { global: child_global(global, file), subcommand, args: child_args };
     fleet::run(&containers, &job, &args.many, file)
+}
+
+/// The global options a vzpkg run for one container is started with: the same config, cache,
+/// state and log format as this one.
+fn child_global(global: &cli::Global, file: &config::FileConfig) -> Vec<String> {
+    let mut child_global: Vec<String> = vec![
+        "--cache-dir".into(),
+        file.cache_dir.display().to_string(),
+        "--state-dir".into(),
+        file.state_dir.display().to_string(),
+        "--log-format".into(),
+        clap::ValueEnum::to_possible_value(&global.log_format).map(|v| v.get_name().to_string()).unwrap_or_default(),
+    ];
+    if let Some(config) = &global.config {
+        child_global.extend(["--config".into(), config.display().to_string()]);
+    }
+    child_global
 }
 
 /// Logs to stderr; with `background`, through a thread of its own, so that a request's log
