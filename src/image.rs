@@ -143,7 +143,6 @@ fn sync(path: &Path) -> Result<()> {
 fn debootstrap(recipe: &crate::template::Recipe, proxy: &str, tar: &Path, listing: &Path) -> Result<String> {
     let mut command = Command::new("mmdebstrap");
     command
-        .arg("--quiet")
         .arg(format!("--variant={}", recipe.variant))
         .arg("--format=tar")
         .arg(format!("--aptopt=Acquire::http::Proxy \"{proxy}\""))
@@ -316,6 +315,9 @@ mod tests {
     #[test]
     fn the_listing_keeps_installed_packages_only() {
         let text = "ii \tless\t590-2\tamd64\nrc \told\t1\tamd64\nii \tgpg-pubkey\t1\t(none)\nbroken line\n";
-        assert_eq!(parse_listing(text), [Package { name: "less".into(), version: "590-2".into(), arch: "amd64".into() }]);
+        assert_eq!(
+            parse_listing(text),
+            [Package { name: "less".into(), version: "590-2".into(), arch: "amd64".into() }]
+        );
     }
 }

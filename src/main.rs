@@ -7,9 +7,9 @@ mod backend;
 mod cli;
 mod commands;
 mod config;
-mod template;
 mod container;
 mod image;
+mod template;
 mod untrusted;
 
 use std::io::IsTerminal;

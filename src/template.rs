@@ -340,7 +340,8 @@ mod tests {
         // The hash follows the recipe: the same lists give the same hash, one entry changes it.
         let again = Templates::new(Some(d.path())).resolve("site").unwrap();
         assert_eq!(site.hash().unwrap(), again.hash().unwrap());
-        std::fs::write(d.path().join("site.toml"), "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\"]\n").unwrap();
+        std::fs::write(d.path().join("site.toml"), "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\"]\n")
+            .unwrap();
         let changed = Templates::new(Some(d.path())).resolve("site").unwrap();
         assert_ne!(site.hash().unwrap(), changed.hash().unwrap());
     }

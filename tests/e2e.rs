@@ -16,5 +16,6 @@ mod running;
 mod sandbox;
 mod scale;
 mod security;
+mod templates;
 mod verify;
 mod wrapper;

@@ -55,12 +55,20 @@ pub fn show(name: &str, json: bool, templates: &Templates) -> Result<i32> {
     Ok(0)
 }
 
-pub fn cache(name: Option<&str>, force: bool, list: bool, proxy: &str, templates: &Templates, file: &FileConfig) -> Result<i32> {
+pub fn cache(
+    name: Option<&str>,
+    force: bool,
+    list: bool,
+    proxy: &str,
+    templates: &Templates,
+    file: &FileConfig,
+) -> Result<i32> {
     if list || name.is_none() {
         println!("{:24}  {:19}  {:>10}  {:>8}  HASH", "TEMPLATE", "BUILT", "SIZE", "PACKAGES");
         for manifest in image::list(&file.cache_dir)? {
             let current = templates.resolve(&manifest.template).and_then(|t| t.hash()).ok();
-            let stale = if current.as_deref() == Some(manifest.template_hash.as_str()) { "" } else { " (template changed)" };
+            let stale =
+                if current.as_deref() == Some(manifest.template_hash.as_str()) { "" } else { " (template changed)" };
             println!(
                 "{:24}  {:19}  {:>10}  {:>8}  {}{stale}",
                 manifest.template,
@@ -146,11 +154,18 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
     eprintln!("vzpkg: created {ct} at {} from the image of {}", root.display(), args.template);
 
     let exe = std::env::current_exe()?;
+    // An image carries no package lists (the bootstrapper leaves none): they come first.
+    let mut updated = false;
     for app in &apps {
         let packages = app.package_names();
         let mut runs: Vec<Vec<String>> = Vec::new();
+        if !packages.is_empty() && !updated {
+            updated = true;
+            runs.push(vec!["update".to_string(), "-y".into(), "--proxy".into(), args.proxy.to_string(), ct.into()]);
+        }
         if !packages.is_empty() {
-            let mut argv = vec!["install".to_string(), "-y".into(), "--proxy".into(), args.proxy.to_string(), ct.into()];
+            let mut argv =
+                vec!["install".to_string(), "-y".into(), "--proxy".into(), args.proxy.to_string(), ct.into()];
             argv.push("--".into());
             argv.extend(packages.iter().map(|p| p.to_string()));
             runs.push(argv);

@@ -1,0 +1,167 @@
+//! Templates, images and new containers, as root: a three-level template chain built into an
+//! image by mmdebstrap through the proxy from a loopback copy of real Debian packages (the ones
+//! contrib/test.sh downloads), rebuilt only when the template changes, and a container made
+//! from it with an application template installed by the wrapper.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::cli::Served;
+use crate::util::repo::deb_index;
+use crate::util::rootfs::require_root;
+
+/// The real .deb files of a root (contrib/test.sh downloads them once).
+fn template_debs() -> PathBuf {
+    let dir = std::env::var_os("VZPKG_TEST_TEMPLATE_DEBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/template-debs"));
+    assert!(
+        std::fs::read_dir(&dir)
+            .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("dpkg_"))),
+        "no root packages in {}: run contrib/test.sh (as root), which downloads them",
+        dir.display()
+    );
+    dir
+}
+
+/// `name` → version, for every installed package of the root.
+fn installed(root: &Path) -> Vec<(String, String)> {
+    let out = crate::util::run(
+        Command::new("dpkg-query").arg(format!("--admindir={}", root.join("var/lib/dpkg").display())).args([
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}\t${Package}\t${Version}\n",
+        ]),
+    );
+    let mut set: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let status = f.next()?;
+            status.starts_with("ii").then(|| (f.next().unwrap().to_string(), f.next().unwrap().to_string()))
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+#[test]
+fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_template() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pool = t.join("upstream/debian/pool/main");
+    std::fs::create_dir_all(&pool).unwrap();
+    for deb in std::fs::read_dir(template_debs()).unwrap().flatten() {
+        let name = deb.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".deb") {
+            // The test upstream serves paths as they are spelled: no '%', '+' or '~' in them.
+            let plain: String =
+                name.replace("%3a", "-").chars().map(|c| if "+~".contains(c) { '-' } else { c }).collect();
+            std::fs::copy(deb.path(), pool.join(plain)).unwrap();
+        }
+    }
+    deb_index(&t.join("upstream/debian"));
+    let served = Served::start(t, "");
+    let source = format!("deb [trusted=yes] {}/debian stable main", served.upstream.url());
+    let templates = t.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(templates.join(format!("{name}.toml")), text).unwrap();
+    write("base", "distribution = \"debian\"\nsuite = \"stable\"\npackages = [\"less\", \"whiptail\"]\n");
+    write("distro", &format!("inherit = [\"base\"]\nrepositories = [{source:?}]\npackages = [\"jq\"]\n"));
+    write("site", "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\", \"bzip2\"]\n");
+    write(
+        "tools",
+        "packages = [\"whiptail\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
+    );
+    let templates = templates.display().to_string();
+    let vzpkg = |args: &[&str]| {
+        let mut argv =
+            vec!["--config", &served.cli.config, "--cache-dir", &served.cli.cache, "--state-dir", &served.cli.state];
+        argv.extend(["--templates", &templates]);
+        argv.extend(args);
+        crate::util::vzpkg(&argv)
+    };
+    let ok = |args: &[&str]| {
+        let (code, out, err) = vzpkg(args);
+        assert_eq!(code, 0, "vzpkg {args:?}:\n{out}\n{err}");
+        format!("{out}{err}")
+    };
+
+    // Must show 1: the resolved set with where each entry came from.
+    let shown = ok(&["template", "show", "site"]);
+    for (entry, from) in [("less", "base"), ("jq", "distro"), ("nano", "site"), ("bzip2", "site")] {
+        assert!(
+            shown.lines().any(|l| l.trim_start().starts_with(entry) && l.ends_with(&format!("({from})"))),
+            "{shown}"
+        );
+    }
+    assert!(
+        shown.contains("removed:") && shown.lines().any(|l| l.contains("whiptail") && l.ends_with("(site)")),
+        "{shown}"
+    );
+    let (code, _, err) = vzpkg(&["template", "show", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nope"), "{err}");
+
+    let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of site"), "{out}");
+    let debs_fetched = served.upstream.count_ending(".deb");
+    assert!(debs_fetched > 50, "{debs_fetched} .deb files came from upstream");
+
+    // Must show 2: a second run fetches nothing and builds nothing.
+    let requests = served.upstream.total();
+    let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("up to date"), "{out}");
+    assert_eq!(served.upstream.total(), requests, "the second run asked upstream");
+    let list = ok(&["cache", "--list"]);
+    assert!(list.lines().any(|l| l.starts_with("site ") && !l.contains("changed")), "{list}");
+
+    // A container from the image: exactly the resolved set, the removed package absent.
+    let out = ok(&["create", "web", "--template", "site", "--proxy", &served.cli.proxy]);
+    let root = Path::new(&served.cli.state).join("containers/web/root");
+    assert!(out.contains("created web"), "{out}");
+    let set = installed(&root);
+    for package in ["less", "jq", "nano", "bzip2", "dpkg", "apt"] {
+        assert!(set.iter().any(|(n, _)| n == package), "{package} missing: {set:?}");
+    }
+    assert!(!set.iter().any(|(n, _)| n == "whiptail"), "whiptail was removed by site");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&served.cli.cache).join("images/site/manifest.json")).unwrap())
+            .unwrap();
+    let listed: Vec<(String, String)> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(listed, set, "the manifest lists exactly what the root has");
+    // The container is known by name: the wrapper reaches it.
+    let list = ok(&["list", "web"]);
+    assert!(list.lines().any(|l| l.starts_with("jq\t")), "{list}");
+
+    // Changing one entry rebuilds, and the rebuild downloads no package twice.
+    write("site", "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\"]\n");
+    let list = ok(&["cache", "--list"]);
+    assert!(list.lines().any(|l| l.starts_with("site ") && l.contains("template changed")), "{list}");
+    let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of site"), "{out}");
+    assert_eq!(served.upstream.count_ending(".deb"), debs_fetched, "the rebuild fetched packages upstream again");
+
+    // An application template: its packages installed by the wrapper, its command run.
+    let out = ok(&["create", "app", "--template", "site", "--app", "tools", "--proxy", &served.cli.proxy]);
+    let root = Path::new(&served.cli.state).join("containers/app/root");
+    assert!(installed(&root).iter().any(|(n, _)| n == "whiptail"), "{out}");
+    assert!(!installed(&root).iter().any(|(n, _)| n == "bzip2"), "the rebuilt image has no bzip2");
+    assert_eq!(std::fs::read_to_string(root.join("etc/tools-ready")).unwrap(), "set up\n");
+    let audit = ok(&["audit", "app", "--json"]);
+    assert!(audit.contains("\"command\":\"install\"") && audit.contains("whiptail"), "{audit}");
+
+    // A name in use, or a root that is not empty, is refused with nothing lost.
+    let (code, _, err) = vzpkg(&["create", "app", "--template", "site"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = vzpkg(&["create", "other", "--template", "site", "--root", &root.display().to_string()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not empty") && root.join("etc/tools-ready").exists(), "{err}");
+}
