@@ -141,12 +141,25 @@ pub enum Command {
         /// An application template to install afterwards (repeatable)
         #[arg(long = "app", value_name = "TEMPLATE")]
         apps: Vec<String>,
-        /// Where the root goes [default: STATE_DIR/containers/NAME/root]
+        /// Where the root goes [default: STATE_DIR/containers/NAME/root; with --layered, the
+        /// container's directory STATE_DIR/containers/NAME, holding its upper layer]
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// An overlay: the image, unpacked once and shared read-only by every container of it,
+        /// under an upper layer of the container's own
+        #[arg(long)]
+        layered: bool,
         /// The vzpkg proxy the application templates' packages come through
         #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3142")]
         proxy: String,
+    },
+    /// Fold a layered container's layers into a plain root
+    Flatten {
+        ct: String,
+        /// Write the plain root here and leave the container as it is [default: the container
+        /// becomes the plain root STATE_DIR/containers/NAME/root]
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
     },
     /// The containers vzpkg finds ([containers], LXC, systemd-nspawn, OpenVZ): what @all stands for
     Containers {

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod discover;
 pub mod idmap;
+pub mod layered;
 pub mod locks;
 pub mod relay;
 pub mod running;
@@ -15,7 +16,6 @@ pub mod seccomp;
 pub mod syscall;
 pub mod terminal;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::config::DiscoveryConfig;
+use crate::config::FileConfig;
 use syscall::{Linux, Syscall};
 
 /// How vzpkg reaches a container.
@@ -53,6 +53,9 @@ pub struct Container {
     /// A running container's own id mapping, when it has a user namespace of its own: its files
     /// carry ids shifted on disk, and the guest runs with the same mapping.
     pub own_ids: Option<idmap::IdRange>,
+    /// A layered container's layers (its `root` is then their merged tree, read-only): the
+    /// sandbox builds the writable overlay from these.
+    pub layers: Option<(layered::Layers, layered::LayerFds)>,
 }
 
 impl Container {
@@ -60,23 +63,25 @@ impl Container {
     /// the config's `[containers]` table (whose value may be any of these, or a path).
     /// A stopped LXC or systemd-nspawn container is reached through its root directory (LXC's
     /// from its config, with its id range when it is unprivileged).
-    pub fn resolve(spec: &str, named: &BTreeMap<String, PathBuf>, places: &DiscoveryConfig) -> Result<Container> {
+    pub fn resolve(spec: &str, file: &FileConfig) -> Result<Container> {
+        let named = &file.containers;
         let mut container = match named.get(spec) {
             Some(target) if !spec.contains(':') => {
                 let target = target.to_string_lossy();
                 if target.starts_with('/') {
                     Self::stopped(spec, PathBuf::from(&*target))?
                 } else {
-                    Self::resolve_kind(&target, places)?
+                    Self::resolve_kind(&target, file)?
                 }
             }
-            _ => Self::resolve_kind(spec, places)?,
+            _ => Self::resolve_kind(spec, file)?,
         };
         container.name = spec.to_string();
         Ok(container)
     }
 
-    fn resolve_kind(spec: &str, places: &DiscoveryConfig) -> Result<Container> {
+    fn resolve_kind(spec: &str, file: &FileConfig) -> Result<Container> {
+        let places = &file.discovery;
         let Some((kind, what)) = spec.split_once(':') else {
             bail!(
                 "unknown container {spec:?}: use dir:/path/to/rootfs, pid:N, lxc:NAME, nspawn:NAME or openvz:CTID, \
@@ -110,7 +115,12 @@ impl Container {
                 }
             },
             "openvz" => Self::stopped(spec, running::openvz_root(what, &places.openvz_private)?),
-            _ => bail!("container {spec:?}: unknown kind {kind:?}: use dir:, pid:, lxc:, nspawn: or openvz:"),
+            "layered" => {
+                let record = crate::commands::create::Record::read(&file.state_dir, what)?;
+                let layers = record.layers.with_context(|| format!("{spec}: container {what} is not layered"))?;
+                Self::layered(spec, layers)
+            }
+            _ => bail!("container {spec:?}: unknown kind {kind:?}: use dir:, pid:, lxc:, nspawn:, openvz: or layered:"),
         }
     }
 
@@ -143,6 +153,7 @@ impl Container {
             identity: (stat.st_dev, stat.st_ino),
             init: Some(init),
             own_ids,
+            layers: None,
         })
     }
 
@@ -166,7 +177,34 @@ impl Container {
             identity,
             init: None,
             own_ids: None,
+            layers: None,
         })
+    }
+
+    /// A layered container (made by `vzpkg create --layered`): read through its merged tree.
+    fn layered(spec: &str, layers: layered::Layers) -> Result<Container> {
+        let fds = layers.open()?;
+        let root = layers.merged_read_only()?;
+        let stat = nix::sys::stat::fstat(&fds.dir)?;
+        Ok(Container {
+            name: spec.to_string(),
+            kind: Kind::StoppedRoot,
+            root_path: layers.dir.clone(),
+            root,
+            identity: (stat.st_dev, stat.st_ino),
+            init: None,
+            own_ids: None,
+            layers: Some((layers, fds)),
+        })
+    }
+
+    /// Reads what a run changed: a layered container's merged tree is mounted anew (an overlay
+    /// does not see changes made to its layers under it).
+    pub fn reopen(&mut self) -> Result<()> {
+        if let Some((layers, _)) = &self.layers {
+            self.root = layers.merged_read_only()?;
+        }
+        Ok(())
     }
 
     /// Opens `rel` inside the root; symlinks resolve as they would for a process chrooted there.

@@ -101,12 +101,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cache { template, force, list, proxy } => {
             commands::create::cache(template.as_deref(), force, list, &proxy, &templates, &file)
         }
-        Command::Create { ct, template, apps, root, proxy } => {
+        Command::Flatten { ct, to } => commands::create::flatten(&ct, to.as_deref(), &file),
+        Command::Create { ct, template, apps, root, layered, proxy } => {
             let args = commands::create::CreateArgs {
                 ct: &ct,
                 template: &template,
                 apps: &apps,
                 root: root.as_deref(),
+                layered,
                 proxy: &proxy,
                 child_global: child_global(global, &file),
             };

@@ -16,7 +16,7 @@ pub fn run(json: bool, file: &FileConfig) -> Result<i32> {
     }
     for spec in discover::all(file) {
         let kind = kind_of(&spec, file);
-        let (state, backend, root, error) = match Container::resolve(&spec, &file.containers, &file.discovery) {
+        let (state, backend, root, error) = match Container::resolve(&spec, file) {
             Ok(container) => {
                 let state = match container.kind {
                     Kind::Running { pid } => format!("running (pid {pid})"),

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::FileConfig;
+use crate::container::layered::{self, Layers};
 use crate::image::{self, Built};
 use crate::template::{self, Templates};
 
@@ -15,9 +16,33 @@ use crate::template::{self, Templates};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
+    /// The root; for a layered container its directory (holding `upper/` and `work/`).
     pub root: PathBuf,
     pub template: String,
     pub image_hash: String,
+    pub layers: Option<Layers>,
+}
+
+impl Record {
+    pub fn path(state_dir: &Path, name: &str) -> Result<PathBuf> {
+        template::check_name(name).with_context(|| format!("container name {name:?}"))?;
+        Ok(records_dir(state_dir).join(format!("{name}.toml")))
+    }
+
+    pub fn read(state_dir: &Path, name: &str) -> Result<Record> {
+        let path = Self::path(state_dir, name)?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("no container {name} made by vzpkg create ({})", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Written whole, then renamed over the old one.
+    pub fn write(&self, state_dir: &Path, name: &str) -> Result<()> {
+        let path = Self::path(state_dir, name)?;
+        std::fs::create_dir_all(records_dir(state_dir))?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, toml::to_string(self)?).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 fn records_dir(state_dir: &Path) -> PathBuf {
@@ -35,8 +60,11 @@ pub fn created(state_dir: &Path) -> Vec<(String, PathBuf)> {
             continue;
         }
         let record = std::fs::read_to_string(entry.path()).ok().and_then(|t| toml::from_str::<Record>(&t).ok());
-        if let Some(record) = record.filter(|r| r.root.is_absolute()) {
-            found.push((name.to_string(), record.root));
+        match record {
+            // Resolved from its record each time (see `Container::resolve`).
+            Some(record) if record.layers.is_some() => found.push((name.to_string(), PathBuf::from(format!("layered:{name}")))),
+            Some(record) if record.root.is_absolute() => found.push((name.to_string(), record.root)),
+            _ => {}
         }
     }
     found.sort();
@@ -103,6 +131,7 @@ pub struct CreateArgs<'a> {
     pub template: &'a str,
     pub apps: &'a [String],
     pub root: Option<&'a Path>,
+    pub layered: bool,
     pub proxy: &'a str,
     /// Global options for the wrapper runs of the application templates.
     pub child_global: Vec<String>,
@@ -114,7 +143,7 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
     }
     let ct = args.ct;
     template::check_name(ct).with_context(|| format!("container name {ct:?}"))?;
-    if file.containers.contains_key(ct) || records_dir(&file.state_dir).join(format!("{ct}.toml")).exists() {
+    if file.containers.contains_key(ct) || Record::path(&file.state_dir, ct)?.exists() {
         bail!("a container named {ct} exists already (in the config's [containers] or made by vzpkg create)");
     }
     let resolved = templates.resolve(args.template)?;
@@ -128,9 +157,10 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
             args.template, args.template
         );
     }
-    let root = match args.root {
-        Some(root) => root.to_path_buf(),
-        None => file.state_dir.join("containers").join(ct).join("root"),
+    let root = match (args.root, args.layered) {
+        (Some(root), _) => root.to_path_buf(),
+        (None, false) => file.state_dir.join("containers").join(ct).join("root"),
+        (None, true) => file.state_dir.join("containers").join(ct),
     };
     if !root.is_absolute() {
         bail!("--root {}: not an absolute path", root.display());
@@ -145,13 +175,24 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
             std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
     }
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    image::unpack(&image::dir(&file.cache_dir, args.template).join(image::TARBALL), &root)?;
-    let record = Record { root: root.clone(), template: args.template.to_string(), image_hash: manifest.template_hash };
-    std::fs::create_dir_all(records_dir(&file.state_dir))?;
-    let path = records_dir(&file.state_dir).join(format!("{ct}.toml"));
-    std::fs::write(&path, toml::to_string(&record)?).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("vzpkg: created {ct} at {} from the image of {}", root.display(), args.template);
+    let tarball = image::dir(&file.cache_dir, args.template).join(image::TARBALL);
+    let layers = if args.layered {
+        let lower = layered::shared_lower(&tarball, &manifest.tarball_sha256, &image::dir(&file.cache_dir, args.template))?;
+        Some(layered::create(&lower, &root)?)
+    } else {
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        image::unpack(&tarball, &root)?;
+        None
+    };
+    let record = Record { root: root.clone(), template: args.template.to_string(), image_hash: manifest.template_hash, layers };
+    record.write(&file.state_dir, ct)?;
+    let path = Record::path(&file.state_dir, ct)?;
+    eprintln!(
+        "vzpkg: created {ct} at {} from the image of {}{}",
+        root.display(),
+        args.template,
+        if args.layered { " (layered: the image is its read-only lower layer)" } else { "" }
+    );
 
     let exe = std::env::current_exe()?;
     // An image carries no package lists (the bootstrapper leaves none): they come first.
@@ -191,6 +232,40 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
                     path.display()
                 );
             }
+        }
+    }
+    Ok(0)
+}
+
+/// `vzpkg flatten CT [--to DIR]`: a layered container's layers folded into a plain root. With
+/// `--to`, a new root at DIR and the container unchanged; without, the container becomes that
+/// plain root (its directory's `root/`) and its layers go.
+pub fn flatten(ct: &str, to: Option<&Path>, file: &FileConfig) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("vzpkg flatten needs root (it mounts the layers and writes a root with its owners)");
+    }
+    let mut record = Record::read(&file.state_dir, ct)?;
+    let Some(layers) = record.layers.clone() else { bail!("{ct} is not a layered container: nothing to flatten") };
+    // Queued behind any wrapper command on the container, and none starts meanwhile.
+    let container = crate::container::Container::resolve(ct, file)?;
+    let _lock = crate::container::locks::host_lock(&file.state_dir, &container, std::time::Duration::from_secs(300))?;
+    drop(container);
+    match to {
+        Some(to) => {
+            layered::flatten(&layers, to)?;
+            eprintln!("vzpkg: flattened {ct} into {} (the container is unchanged)", to.display());
+        }
+        None => {
+            let root = layers.dir.join("root");
+            layered::flatten(&layers, &root)?;
+            record.root = root.clone();
+            record.layers = None;
+            record.write(&file.state_dir, ct)?;
+            for sub in ["upper", "work"] {
+                let path = layers.dir.join(sub);
+                std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+            eprintln!("vzpkg: flattened {ct}: it is now the plain root {}", root.display());
         }
     }
     Ok(0)

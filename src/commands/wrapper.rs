@@ -61,7 +61,7 @@ fn run_recorded(
     file: &FileConfig,
     audit: &mut audit::Pending,
 ) -> Result<i32> {
-    let container = Container::resolve(ct, &file.containers, &file.discovery)?;
+    let mut container = Container::resolve(ct, file)?;
     audit.container(&container);
     let backend = backend::detect(&container, args.backend.as_deref())?;
     audit.backend(backend.name());
@@ -83,6 +83,7 @@ fn run_recorded(
             kind: container.kind,
             init: container.init.as_ref(),
             root: &container.root,
+            layers: container.layers.as_ref().map(|(_, fds)| fds),
             idmap_root,
             confinement,
             views: views.iter().map(|v| ViewMount { source: v.dir.fd(), target: v.target.clone() }).collect(),
@@ -177,6 +178,7 @@ fn run_recorded(
     audit.outcome(&outcome);
     audit.views(&views);
     drop(views);
+    container.reopen()?;
 
     if outcome.oom {
         eprintln!(

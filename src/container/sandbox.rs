@@ -62,6 +62,8 @@ pub struct Spec<'a> {
     pub init: Option<&'a OwnedFd>,
     /// The container root, opened once (`O_PATH`).
     pub root: &'a OwnedFd,
+    /// A layered container's layers: the root is then an overlay of them, built in the sandbox.
+    pub layers: Option<&'a super::layered::LayerFds>,
     /// Attach the root through an idmapped mount (its files carry the host's ids on disk);
     /// off for a container with a user namespace of its own, whose files carry its ids.
     pub idmap_root: bool,

@@ -121,22 +121,25 @@ fn start(sys: &impl Syscall, spec: &Spec, control: &OwnedFd, stdio: &GuestStdio)
 
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let targets: Vec<&str> = spec.views.iter().map(|v| v.target.as_str()).collect();
-    build_root(sys, trees, proc, &targets, matches!(spec.confinement, Confinement::Unprivileged(_)))?;
+    let own_userns = matches!(spec.confinement, Confinement::Unprivileged(_));
+    build_root(sys, trees, proc, &targets, own_userns, spec.layers.is_some())?;
     messages::send(control.as_fd(), &Message::Ready, &[])?;
     Ok(())
 }
 
-/// Attaches the trees (the container root, then one per view target) under a private scratch
-/// tmpfs, mounts /proc (`proc`, a running container's, or a new one), /dev and the views inside
-/// the root, and pivots into it.
+/// Attaches the trees (the container root — or, `layered`, the image and the container's own
+/// layer, made an overlay here — then one per view target) under a private scratch tmpfs,
+/// mounts /proc (`proc`, a running container's, or a new one), /dev and the views inside the
+/// root, and pivots into it.
 pub fn build_root(
     sys: &impl Syscall,
     trees: Vec<OwnedFd>,
     proc: Option<OwnedFd>,
     view_targets: &[&str],
     own_user_namespace: bool,
+    layered: bool,
 ) -> Result<()> {
-    if trees.len() != view_targets.len() + 1 {
+    if trees.len() != view_targets.len() + 1 + usize::from(layered) {
         bail!("the keeper sent {} trees for {} views", trees.len(), view_targets.len());
     }
     let host_root: OwnedFd =
@@ -152,7 +155,13 @@ pub fn build_root(
     sys.attach(scratch.as_fd(), tmp.as_fd()).context("attaching the scratch tmpfs")?;
 
     let mut trees = trees.into_iter();
-    let root = trees.next().expect("checked above");
+    let root = match layered {
+        true => {
+            let (lower, own) = (trees.next().expect("checked above"), trees.next().expect("checked above"));
+            layered_root(sys, scratch.as_fd(), lower, own)?
+        }
+        false => trees.next().expect("checked above"),
+    };
     sys.mkdir_at(scratch.as_fd(), "root", 0o755)?;
     let place = sys.open_beneath(scratch.as_fd(), "root", dir)?;
     sys.attach(root.as_fd(), place.as_fd()).context("attaching the container root")?;
@@ -164,6 +173,32 @@ pub fn build_root(
     }
     sys.pivot_into(root.as_fd()).context("pivoting into the container root")?;
     Ok(())
+}
+
+/// A layered container's root: an overlay of the image (read-only, below) and the container's
+/// own `upper`, with `work` beside it, both attached under the scratch tmpfs first. Made by
+/// this process, root of the sandbox's user namespace, so that what the overlay itself creates
+/// in the upper layer (copies, whiteouts) is the guest's through the layers' id mapping.
+fn layered_root(sys: &impl Syscall, scratch: BorrowedFd, lower: OwnedFd, own: OwnedFd) -> Result<OwnedFd> {
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    for name in ["image", "layer"] {
+        sys.mkdir_at(scratch, name, 0o755)?;
+    }
+    let place = sys.open_beneath(scratch, "image", dir)?;
+    sys.attach(lower.as_fd(), place.as_fd()).context("attaching the image layer")?;
+    let place = sys.open_beneath(scratch, "layer", dir)?;
+    sys.attach(own.as_fd(), place.as_fd()).context("attaching the container's layer")?;
+    let upper = sys.open_beneath(own.as_fd(), "upper", dir | OFlag::O_NOFOLLOW).context("opening the upper layer")?;
+    let work = sys.open_beneath(own.as_fd(), "work", dir | OFlag::O_NOFOLLOW).context("opening the overlay's work directory")?;
+    let path = |fd: BorrowedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let options = [
+        ("lowerdir", path(lower.as_fd())),
+        ("upperdir", path(upper.as_fd())),
+        ("workdir", path(work.as_fd())),
+        ("userxattr", String::new()),
+    ];
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    sys.new_filesystem("overlay", &options, attr::NODEV).context("mounting the layers as the container root")
 }
 
 /// The overlay on `target`: the read-only view below, a private directory of the scratch tmpfs

@@ -148,22 +148,42 @@ fn hand_over(
     };
     cgroup.add(pid)?;
 
-    let (root, proc) = match taken {
-        Some((root, proc)) => {
-            // The container's own mounts come along, and a device node on any of them would open
-            // here: the run is outside the container's device cgroup.
-            sys.set_tree_attrs(root.as_fd(), attr::NODEV).context("making the container's mounts nodev")?;
-            (root, Some(proc))
-        }
-        None => (sys.clone_tree(spec.root.as_fd(), "").context("cloning the container root's mount")?, None),
-    };
     let userns_fd = userns.as_ref().map(|u| u.as_fd());
     let root_userns = userns_fd.filter(|_| spec.idmap_root);
-    if let Err(e) = sys.set_mount_attrs(root.as_fd(), attr::NODEV | idmap_bit(root_userns), root_userns) {
-        return Err(cannot_idmap(spec, e));
-    }
-    let mut trees = vec![root];
-    trees.extend(proc);
+    let mut trees = match (spec.layers, taken) {
+        // A layered container: pid 1 builds the root as an overlay of these two, the image
+        // read-only and the container's own directory (upper and work) writable.
+        (Some(layers), None) => {
+            let lower = sys.clone_tree(layers.lower.as_fd(), "").context("cloning the image layer")?;
+            let read_only = attr::RDONLY | attr::NODEV;
+            if let Err(e) = sys.set_mount_attrs(lower.as_fd(), read_only | idmap_bit(root_userns), root_userns) {
+                return Err(cannot_idmap(spec, e));
+            }
+            let own = sys.clone_tree(layers.dir.as_fd(), "").context("cloning the container's layer")?;
+            if let Err(e) = sys.set_mount_attrs(own.as_fd(), attr::NODEV | idmap_bit(root_userns), root_userns) {
+                return Err(cannot_idmap(spec, e));
+            }
+            vec![lower, own]
+        }
+        (Some(_), Some(_)) => bail!("{} is layered and running: vzpkg reaches only stopped layered containers", spec.name),
+        (None, taken) => {
+            let (root, proc) = match taken {
+                Some((root, proc)) => {
+                    // The container's own mounts come along, and a device node on any of them would
+                    // open here: the run is outside the container's device cgroup.
+                    sys.set_tree_attrs(root.as_fd(), attr::NODEV).context("making the container's mounts nodev")?;
+                    (root, Some(proc))
+                }
+                None => (sys.clone_tree(spec.root.as_fd(), "").context("cloning the container root's mount")?, None),
+            };
+            if let Err(e) = sys.set_mount_attrs(root.as_fd(), attr::NODEV | idmap_bit(root_userns), root_userns) {
+                return Err(cannot_idmap(spec, e));
+            }
+            let mut trees = vec![root];
+            trees.extend(proc);
+            trees
+        }
+    };
     for view in &spec.views {
         let tree = sys.clone_tree(view.source.as_fd(), "").context("cloning the view of the shared cache")?;
         let read_only = attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC;
