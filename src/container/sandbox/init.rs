@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn the_root_is_built_before_the_pivot_and_only_from_descriptors() {
         let sys = Recorder::default();
-        build_root(&sys, trees(2), None, &["var/cache/apt/archives"], true).unwrap();
+        build_root(&sys, trees(2), None, &["var/cache/apt/archives"], true, false).unwrap();
         let calls = sys.calls();
         // The scratch tmpfs first, the root on it, then /proc and /dev inside, the view last.
         assert!(calls[0].starts_with("open_beneath dev"), "{calls:#?}");
@@ -420,7 +420,7 @@ mod tests {
         assert!(sys.position("open_beneath sys/user/max_inotify_instances") < read_only_sys);
 
         let privileged = Recorder::default();
-        build_root(&privileged, trees(1), None, &[], false).unwrap();
+        build_root(&privileged, trees(1), None, &[], false, false).unwrap();
         assert!(!privileged.calls().iter().any(|c| c.contains("sys/user")), "the host's own limits were touched");
         assert_eq!(calls.iter().filter(|c| c.starts_with("create_at")).count(), 6);
         let overlay = &calls[sys.position("new_filesystem overlay")];
@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn a_tree_count_that_does_not_match_the_views_is_refused() {
         let sys = Recorder::default();
-        assert!(build_root(&sys, trees(1), None, &["a"], true).is_err());
+        assert!(build_root(&sys, trees(1), None, &["a"], true, false).is_err());
         assert!(sys.calls().is_empty(), "nothing was mounted");
     }
 
