@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn a_failed_mount_stops_the_build_before_the_pivot() {
         let sys = Recorder { fail: Some("new_filesystem proc"), ..Default::default() };
-        assert!(build_root(&sys, trees(1), None, &[], true).is_err());
+        assert!(build_root(&sys, trees(1), None, &[], true, false).is_err());
         assert!(!sys.calls().iter().any(|c| c == "pivot_into"));
     }
 
