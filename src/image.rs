@@ -87,6 +87,8 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
     let hash = template.hash()?;
     let dir = dir(cache_dir, &template.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Images hold setuid binaries and devices of their own: only root may traverse them.
+    std::fs::set_permissions(cache_dir.join("images"), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let lock = std::fs::File::create(dir.join(".lock"))?;
     fs2::FileExt::lock_exclusive(&lock).with_context(|| format!("locking {}", dir.display()))?;
     if let Some(manifest) = current(cache_dir, &template.name)? {

@@ -9,6 +9,7 @@ mod confinement;
 mod contrib;
 mod faults;
 mod fleet;
+mod layered;
 mod proxy;
 mod prune;
 mod rpm;

@@ -31,7 +31,8 @@ impl Record {
 
     pub fn read(state_dir: &Path, name: &str) -> Result<Record> {
         let path = Self::path(state_dir, name)?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("no container {name} made by vzpkg create ({})", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no container {name} made by vzpkg create ({})", path.display()))?;
         toml::from_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -62,7 +63,9 @@ pub fn created(state_dir: &Path) -> Vec<(String, PathBuf)> {
         let record = std::fs::read_to_string(entry.path()).ok().and_then(|t| toml::from_str::<Record>(&t).ok());
         match record {
             // Resolved from its record each time (see `Container::resolve`).
-            Some(record) if record.layers.is_some() => found.push((name.to_string(), PathBuf::from(format!("layered:{name}")))),
+            Some(record) if record.layers.is_some() => {
+                found.push((name.to_string(), PathBuf::from(format!("layered:{name}"))))
+            }
             Some(record) if record.root.is_absolute() => found.push((name.to_string(), record.root)),
             _ => {}
         }
@@ -177,14 +180,16 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
     }
     let tarball = image::dir(&file.cache_dir, args.template).join(image::TARBALL);
     let layers = if args.layered {
-        let lower = layered::shared_lower(&tarball, &manifest.tarball_sha256, &image::dir(&file.cache_dir, args.template))?;
+        let lower =
+            layered::shared_lower(&tarball, &manifest.tarball_sha256, &image::dir(&file.cache_dir, args.template))?;
         Some(layered::create(&lower, &root)?)
     } else {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         image::unpack(&tarball, &root)?;
         None
     };
-    let record = Record { root: root.clone(), template: args.template.to_string(), image_hash: manifest.template_hash, layers };
+    let record =
+        Record { root: root.clone(), template: args.template.to_string(), image_hash: manifest.template_hash, layers };
     record.write(&file.state_dir, ct)?;
     let path = Record::path(&file.state_dir, ct)?;
     eprintln!(

@@ -36,8 +36,12 @@ pub struct LayerFds {
 impl Layers {
     pub fn open(&self) -> Result<LayerFds> {
         let open = |path: &Path| -> Result<OwnedFd> {
-            nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .with_context(|| format!("opening layer {}", path.display()))
+            nix::fcntl::open(
+                path,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening layer {}", path.display()))
         };
         Ok(LayerFds { lower: open(&self.lower)?, dir: open(&self.dir)? })
     }
@@ -47,7 +51,11 @@ impl Layers {
         let upper = self.dir.join("upper");
         let (upper, lower) = (path_str(&upper)?, path_str(&self.lower)?);
         Linux
-            .new_filesystem("overlay", &[("lowerdir+", upper), ("lowerdir+", lower), ("userxattr", "")], attr::RDONLY | attr::NODEV)
+            .new_filesystem(
+                "overlay",
+                &[("lowerdir+", upper), ("lowerdir+", lower), ("userxattr", "")],
+                attr::RDONLY | attr::NODEV,
+            )
             .with_context(|| format!("mounting the layers of {} read-only", self.dir.display()))
     }
 }

@@ -189,7 +189,9 @@ fn layered_root(sys: &impl Syscall, scratch: BorrowedFd, lower: OwnedFd, own: Ow
     let place = sys.open_beneath(scratch, "layer", dir)?;
     sys.attach(own.as_fd(), place.as_fd()).context("attaching the container's layer")?;
     let upper = sys.open_beneath(own.as_fd(), "upper", dir | OFlag::O_NOFOLLOW).context("opening the upper layer")?;
-    let work = sys.open_beneath(own.as_fd(), "work", dir | OFlag::O_NOFOLLOW).context("opening the overlay's work directory")?;
+    let work = sys
+        .open_beneath(own.as_fd(), "work", dir | OFlag::O_NOFOLLOW)
+        .context("opening the overlay's work directory")?;
     let path = |fd: BorrowedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
     let options = [
         ("lowerdir", path(lower.as_fd())),

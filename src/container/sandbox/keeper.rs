@@ -165,7 +165,9 @@ fn hand_over(
             }
             vec![lower, own]
         }
-        (Some(_), Some(_)) => bail!("{} is layered and running: vzpkg reaches only stopped layered containers", spec.name),
+        (Some(_), Some(_)) => {
+            bail!("{} is layered and running: vzpkg reaches only stopped layered containers", spec.name)
+        }
         (None, taken) => {
             let (root, proc) = match taken {
                 Some((root, proc)) => {
