@@ -99,6 +99,8 @@ fn layered_containers_share_one_image_keep_their_changes_apart_and_flatten_into_
         .collect();
     assert_eq!(lowers.len(), 1, "{lowers:?}");
     let lower = &lowers[0];
+    let mode = std::fs::metadata(images.parent().unwrap()).unwrap().mode();
+    assert_eq!(mode & 0o077, 0, "the images (setuid binaries among them) are root's alone: {mode:o}");
     let image_bytes = disk_bytes(lower);
     assert!(image_bytes > 50 << 20, "the image is {image_bytes} bytes");
     ok(&["create", "b", "--template", "deb", "--layered"]);

@@ -71,6 +71,10 @@ fn path_str(path: &Path) -> Result<&str> {
 /// tarball's sha256), into a temporary directory renamed into place when complete.
 pub fn shared_lower(tarball: &Path, sha256: &str, images_dir: &Path) -> Result<PathBuf> {
     let lower = images_dir.join(format!("lower-{}", &sha256[..sha256.len().min(32)]));
+    // The image's setuid binaries and devices are reachable by root alone.
+    if let Some(images) = images_dir.parent() {
+        std::fs::set_permissions(images, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
     if lower.is_dir() {
         return Ok(lower);
     }
