@@ -185,8 +185,23 @@ fn dnf_installroot(
 ) -> Result<String> {
     let root = work.join("root");
     std::fs::create_dir_all(&root)?;
+    if let Some(seed) = recipe.seed {
+        let mut unpack = Command::new("tar");
+        unpack
+            .args(["--extract", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--same-owner"])
+            .args(["--same-permissions", "--file"])
+            .arg(seed)
+            .arg("-C")
+            .arg(&root);
+        run(&mut unpack, "tar (unpacking the seed)")?;
+    }
+    // rpm's database where rpm-based systems keep it, whatever the host's rpm defaults to.
+    let home = work.join("home");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(home.join(".rpmmacros"), "%_dbpath /var/lib/rpm\n")?;
     let mut command = Command::new("dnf");
     command
+        .env("HOME", &home)
         .arg("-y")
         .arg("--quiet")
         .arg(format!("--installroot={}", root.display()))
@@ -207,6 +222,7 @@ fn dnf_installroot(
     command.arg("install").args(&recipe.packages);
     run(&mut command, "dnf")?;
     let query = Command::new("rpm")
+        .env("HOME", &home)
         .arg("--root")
         .arg(&root)
         .args(["-qa", "--qf", "ii \t%{NAME}\t%{EPOCH}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"])

@@ -32,6 +32,9 @@ struct File {
     /// mmdebstrap's variant (default `apt`).
     variant: Option<String>,
     architecture: Option<String>,
+    /// rpm images: a root tarball the image starts from (a distribution's minimal root), into
+    /// which dnf installs the packages; without it the image holds only what dnf installs.
+    seed: Option<String>,
     #[serde(default)]
     packages: Vec<String>,
     /// Commands run in the sandbox after an application template's packages are installed,
@@ -58,6 +61,7 @@ pub struct Resolved {
     pub package_manager: Option<Origin<String>>,
     pub variant: Option<Origin<String>>,
     pub architecture: Option<Origin<String>>,
+    pub seed: Option<Origin<String>>,
     pub repositories: Vec<Origin<String>>,
     pub packages: Vec<Origin<String>>,
     /// Packages a `pkg-` entry removed (and excludes from the image): the template that said so.
@@ -73,6 +77,7 @@ pub struct Recipe<'a> {
     pub package_manager: &'a str,
     pub variant: &'a str,
     pub architecture: Option<&'a str>,
+    pub seed: Option<&'a str>,
     pub repositories: Vec<&'a str>,
     pub packages: Vec<&'a str>,
     pub removed: Vec<&'a str>,
@@ -88,6 +93,7 @@ impl Resolved {
             package_manager: None,
             variant: None,
             architecture: None,
+            seed: None,
             repositories: Vec::new(),
             packages: Vec::new(),
             removed: Vec::new(),
@@ -131,12 +137,22 @@ impl Resolved {
             package_manager: self.package_manager(),
             variant: self.variant.as_ref().map(|v| v.value.as_str()).unwrap_or("apt"),
             architecture: self.architecture.as_ref().map(|v| v.value.as_str()),
+            seed: self.seed.as_ref().map(|v| v.value.as_str()),
             repositories: self.repositories.iter().map(|r| r.value.as_str()).collect(),
             packages: self.package_names(),
             removed: self.removed.iter().map(|r| r.value.as_str()).collect(),
         };
         if recipe.repositories.is_empty() {
             bail!("template {} names no repositories", self.name);
+        }
+        match recipe.seed {
+            Some(_) if recipe.package_manager == "apt" => {
+                bail!("template {}: a seed is for rpm images; mmdebstrap builds a deb image from nothing", self.name)
+            }
+            Some(seed) if !seed.starts_with('/') => {
+                bail!("template {}: seed {seed:?} is not an absolute path", self.name)
+            }
+            _ => {}
         }
         Ok(recipe)
     }
@@ -199,6 +215,7 @@ impl Templates {
             (&mut into.package_manager, &file.package_manager),
             (&mut into.variant, &file.variant),
             (&mut into.architecture, &file.architecture),
+            (&mut into.seed, &file.seed),
         ] {
             if let Some(value) = value {
                 *slot = from(value);
@@ -280,6 +297,7 @@ pub fn show(resolved: &Resolved) -> String {
         ("package_manager", &resolved.package_manager),
         ("variant", &resolved.variant),
         ("architecture", &resolved.architecture),
+        ("seed", &resolved.seed),
     ] {
         if let Some(v) = value {
             out.push_str(&format!("{key:16}{:40}  ({})\n", v.value, v.from));

@@ -165,3 +165,73 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     assert_ne!(code, 0);
     assert!(err.contains("not empty") && root.join("etc/tools-ready").exists(), "{err}");
 }
+
+#[test]
+fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_rpm_backend() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let rpms = crate::util::repo::rpm_repo(
+        &t.join("upstream/el"),
+        &[
+            crate::util::repo::Pkg::new("vzt-alpha", "1.0", 100_000),
+            crate::util::repo::Pkg::new("vzt-gamma", "0.3", 40_000),
+        ],
+    );
+    let served = Served::start(t, "");
+    let baseurl = format!("{}/el/", served.upstream.url());
+    let templates = t.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    // Debian's dnf and rpm in the seed stand for a distribution's minimal root: the image is
+    // that plus what dnf installs from the test repository.
+    std::fs::write(
+        templates.join("el.toml"),
+        format!(
+            "distribution = \"fedora\"\nsuite = \"40\"\nrepositories = [{baseurl:?}]\npackages = [\"vzt-gamma\"]\nseed = {:?}\n",
+            crate::util::rootfs::rpm_tarball().display().to_string()
+        ),
+    )
+    .unwrap();
+    let templates = templates.display().to_string();
+    let vzpkg = |args: &[&str]| {
+        let mut argv =
+            vec!["--config", &served.cli.config, "--cache-dir", &served.cli.cache, "--state-dir", &served.cli.state];
+        argv.extend(["--templates", &templates]);
+        argv.extend(args);
+        let (code, out, err) = crate::util::vzpkg(&argv);
+        assert_eq!(code, 0, "vzpkg {args:?}:\n{out}\n{err}");
+        format!("{out}{err}")
+    };
+    let out = vzpkg(&["cache", "el", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of el"), "{out}");
+    let gamma = rpms.iter().find(|r| r.contains("vzt-gamma")).unwrap();
+    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "dnf fetched vzt-gamma through the proxy");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&served.cli.cache).join("images/el/manifest.json")).unwrap())
+            .unwrap();
+    assert!(manifest["tool"].as_str().unwrap().starts_with("dnf"), "{manifest}");
+    assert!(manifest["packages"].as_array().unwrap().iter().any(|p| p["name"] == "vzt-gamma"), "{manifest}");
+
+    vzpkg(&["create", "r", "--template", "el"]);
+    let root = Path::new(&served.cli.state).join("containers/r/root");
+    let rpm_q = |package: &str| {
+        Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["--dbpath", "/var/lib/rpm", "-q", package])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(rpm_q("vzt-gamma"), "the image's rpm database has what dnf installed");
+    // The container's own dnf and rpm, told where its repository and database are.
+    let setup = format!(
+        "mkdir -p /etc/yum.repos.d /etc/rpm && printf '[test]\\nname=test\\nbaseurl={baseurl}\\ngpgcheck=0\\n' > \
+         /etc/yum.repos.d/test.repo && echo '%_dbpath /var/lib/rpm' > /etc/rpm/macros.dbpath"
+    );
+    vzpkg(&["exec", "r", "--", "sh", "-c", &setup]);
+    let out = vzpkg(&["install", "-y", "--backend", "dnf", "--proxy", &served.cli.proxy, "r", "vzt-alpha"]);
+    assert!(out.contains("installed vzt-alpha"), "{out}");
+    assert!(rpm_q("vzt-alpha") && rpm_q("vzt-gamma"));
+}
