@@ -235,7 +235,7 @@ fn dnf_installroot(
     let mut pack = Command::new("tar");
     pack.args(["--create", "--file"])
         .arg(tar)
-        .args(["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--one-file-system", "-C"])
+        .args(["--sparse", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--one-file-system", "-C"])
         .arg(&root)
         .arg(".");
     run(&mut pack, "tar")?;

@@ -153,7 +153,13 @@ fn layered_containers_share_one_image_keep_their_changes_apart_and_flatten_into_
     let outside = t.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("keep"), "host file").unwrap();
-    let plant = format!("rm -rf /var/log && ln -s {0} /var/log && ln -s {0}/keep /etc/evil", outside.display());
+    // And a 1 TiB sparse file, a FIFO and a socket, which flatten copies as what they are (or,
+    // the socket, leaves out) without reading a terabyte of zeros or blocking.
+    let plant = format!(
+        "rm -rf /var/log && ln -s {0} /var/log && ln -s {0}/keep /etc/evil && truncate -s 1T /huge && mkfifo /fifo && \
+         perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"/sock\", Listen => 1) or die'",
+        outside.display()
+    );
     ok(&["exec", "c", "--", "sh", "-c", &plant]);
     ok(&["exec", "c", "--", "sh", "-c", "echo from-guest > /var/log/written || true"]);
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "the guest wrote outside its root");
@@ -187,6 +193,10 @@ fn layered_containers_share_one_image_keep_their_changes_apart_and_flatten_into_
     let flat_c = t.join("flat-c");
     ok(&["flatten", "c", "--to", &flat_c.display().to_string()]);
     assert_eq!(std::fs::read_link(flat_c.join("var/log")).unwrap(), outside);
+    let huge = std::fs::metadata(flat_c.join("huge")).unwrap();
+    assert!(huge.len() == 1 << 40 && huge.blocks() < 1024, "{} bytes in {} blocks", huge.len(), huge.blocks());
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::metadata(flat_c.join("fifo")).unwrap().file_type()));
+    assert!(!flat_c.join("sock").exists());
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "flatten wrote outside the new root");
     assert_eq!(std::fs::read_to_string(outside.join("keep")).unwrap(), "host file");
 

@@ -124,7 +124,7 @@ pub fn flatten(layers: &Layers, to: &Path) -> Result<()> {
     let fd = inherited.as_raw_fd();
     let mut reader = Command::new("tar");
     reader
-        .args(["--create", "--file=-", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C"])
+        .args(["--create", "--file=-", "--sparse", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C"])
         .arg(format!("/proc/self/fd/{fd}"))
         .arg(".")
         .stdout(Stdio::piped());
