@@ -243,7 +243,25 @@ impl Log {
         }
         // Before anything that locks: other vzpkg processes may be writing.
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL is kept in the file: set once. SQLite answers a journal mode change that races
+        // another connection with SQLITE_BUSY at once, without its busy handler: retried here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mode = conn.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0));
+            let result = match mode {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => Ok(()),
+                Ok(_) => conn.pragma_update(None, "journal_mode", "WAL"),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        }
         // Read under the write lock: several vzpkg processes may open a new log at once.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;

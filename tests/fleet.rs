@@ -188,7 +188,8 @@ fn ctrl_c_starts_nothing_new_and_a_second_one_ends_the_running_sandboxes_whole()
         .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
         .filter(|cmdline| cmdline == b"sleep\x003600\x00")
         .count();
-    assert_eq!(sleeping, 0, "a guest outlived its run");
+    let ps = crate::util::run(Command::new("ps").args(["-eo", "pid,ppid,stat,wchan:30,cgroup:80,cmd"]));
+    assert_eq!(sleeping, 0, "a guest outlived its run:\n{ps}");
     // A run's cgroup is `run-PID-MILLIS`, PID its vzpkg's: one whose vzpkg is gone was leaked
     // (other tests' runs have theirs alive).
     for hierarchy in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
