@@ -35,22 +35,6 @@ fn results(summary: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A Python process holding an fcntl lock on `file` until its stdin closes.
-fn hold_lock(file: &Path) -> std::process::Child {
-    let hold = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", hold])
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "locked\n");
-    holder
-}
-
 #[test]
 fn ten_containers_install_in_parallel_each_package_fetched_once_and_a_held_lock_fails_only_its_own() {
     let tmp = tempfile::tempdir().unwrap();
@@ -113,7 +97,7 @@ fn ten_containers_install_in_parallel_each_package_fetched_once_and_a_held_lock_
     }
 
     // ct3's dpkg is locked by someone: it fails naming the holder, the nine others succeed.
-    let holder = hold_lock(&roots[2].path.join("var/lib/dpkg/lock-frontend"));
+    let holder = crate::util::hold_lock(&roots[2].path.join("var/lib/dpkg/lock-frontend"));
     let (code, out, err) = served.run("install", &["--parallel", "4", "--timeout", "1", &all, "vzt-delta"]);
     assert_ne!(code, 0, "{out}\n{err}");
     let ct3 = out.lines().find(|l| l.starts_with("ct3 ")).unwrap_or_else(|| panic!("no row for ct3:\n{out}"));

@@ -56,19 +56,9 @@ fn layered_containers_share_one_image_keep_their_changes_apart_and_flatten_into_
         format!("distribution = \"debian\"\nsuite = \"stable\"\nrepositories = [{source:?}]\n"),
     )
     .unwrap();
-    let templates = templates.display().to_string();
-    let vzpkg = |args: &[&str]| {
-        let mut argv =
-            vec!["--config", &served.cli.config, "--cache-dir", &served.cli.cache, "--state-dir", &served.cli.state];
-        argv.extend(["--templates", &templates]);
-        argv.extend(args);
-        crate::util::vzpkg(&argv)
-    };
-    let ok = |args: &[&str]| {
-        let (code, out, err) = vzpkg(args);
-        assert_eq!(code, 0, "vzpkg {args:?}:\n{out}\n{err}");
-        format!("{out}{err}")
-    };
+    let cli = served.cli.templates(&templates);
+    let vzpkg = |args: &[&str]| cli.bare(args);
+    let ok = |args: &[&str]| cli.bare_ok(args);
     let proxy = served.cli.proxy.clone();
 
     // The image: the test's Debian root, made the template's image as `vzpkg cache` would

@@ -74,19 +74,9 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
         "tools",
         "packages = [\"whiptail\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
     );
-    let templates = templates.display().to_string();
-    let vzpkg = |args: &[&str]| {
-        let mut argv =
-            vec!["--config", &served.cli.config, "--cache-dir", &served.cli.cache, "--state-dir", &served.cli.state];
-        argv.extend(["--templates", &templates]);
-        argv.extend(args);
-        crate::util::vzpkg(&argv)
-    };
-    let ok = |args: &[&str]| {
-        let (code, out, err) = vzpkg(args);
-        assert_eq!(code, 0, "vzpkg {args:?}:\n{out}\n{err}");
-        format!("{out}{err}")
-    };
+    let cli = served.cli.templates(&templates);
+    let vzpkg = |args: &[&str]| cli.bare(args);
+    let ok = |args: &[&str]| cli.bare_ok(args);
 
     // Must show 1: the resolved set with where each entry came from.
     let shown = ok(&["template", "show", "site"]);
@@ -192,16 +182,8 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
         ),
     )
     .unwrap();
-    let templates = templates.display().to_string();
-    let vzpkg = |args: &[&str]| {
-        let mut argv =
-            vec!["--config", &served.cli.config, "--cache-dir", &served.cli.cache, "--state-dir", &served.cli.state];
-        argv.extend(["--templates", &templates]);
-        argv.extend(args);
-        let (code, out, err) = crate::util::vzpkg(&argv);
-        assert_eq!(code, 0, "vzpkg {args:?}:\n{out}\n{err}");
-        format!("{out}{err}")
-    };
+    let cli = served.cli.templates(&templates);
+    let vzpkg = |args: &[&str]| cli.bare_ok(args);
     let out = vzpkg(&["cache", "el", "--proxy", &served.cli.proxy]);
     assert!(out.contains("built the image of el"), "{out}");
     let gamma = rpms.iter().find(|r| r.contains("vzt-gamma")).unwrap();

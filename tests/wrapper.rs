@@ -194,9 +194,6 @@ fn only_the_proxy_is_reachable_from_inside() {
 
 #[test]
 fn dpkg_locks_are_probed_never_deleted_and_an_interrupted_dpkg_is_repaired() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let tmp = tempfile::tempdir().unwrap();
     let setup = Setup::new(tmp.path());
     let root = setup.root(&tmp.path().join("ct"));
@@ -210,17 +207,7 @@ fn dpkg_locks_are_probed_never_deleted_and_an_interrupted_dpkg_is_repaired() {
     assert!(frontend.exists(), "a lock file was deleted");
 
     // A held lock: vzpkg waits, then fails naming the holder.
-    let hold = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", hold])
-        .arg(&frontend)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "locked\n");
+    let mut holder = crate::util::hold_lock(&frontend);
     let (code, _, err) = setup.run("install", &["--timeout", "1", &root.ct(), "vzt-alpha"]);
     assert_ne!(code, 0);
     assert!(err.contains(&format!("held by pid {}", holder.id())) && err.contains("for 1 s"), "{err}");

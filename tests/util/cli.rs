@@ -40,6 +40,7 @@ pub struct Cli {
     pub state: String,
     pub proxy: String,
     backend: Option<&'static str>,
+    templates: Option<String>,
 }
 
 impl Cli {
@@ -53,12 +54,36 @@ impl Cli {
             state: tmp.join("state").display().to_string(),
             proxy: proxy.url(),
             backend: None,
+            templates: None,
         }
     }
 
     /// The same with `--backend NAME` on every command.
     pub fn backend(&self, name: &'static str) -> Cli {
         Cli { backend: Some(name), ..self.clone() }
+    }
+
+    /// The same with `--templates DIR` on every command.
+    pub fn templates(&self, dir: &std::path::Path) -> Cli {
+        Cli { templates: Some(dir.display().to_string()), ..self.clone() }
+    }
+
+    /// `vzpkg --config … --cache-dir … --state-dir … [--templates …] ARGS…`, nothing else
+    /// added: its exit code, stdout and stderr.
+    pub fn bare(&self, args: &[&str]) -> (i32, String, String) {
+        let mut argv = vec!["--config", &self.config, "--cache-dir", &self.cache, "--state-dir", &self.state];
+        if let Some(templates) = &self.templates {
+            argv.extend(["--templates", templates]);
+        }
+        argv.extend(args);
+        vzpkg(&argv)
+    }
+
+    /// The same; panics with its output unless it succeeds. All it printed.
+    pub fn bare_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.bare(args);
+        assert_eq!(code, 0, "vzpkg {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
+        format!("{out}{err}")
     }
 
     /// `--config … COMMAND [--backend …] [-y --proxy …] ARGS…`

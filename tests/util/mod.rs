@@ -116,6 +116,24 @@ pub fn status_json(proxy: &ProxyProcess) -> serde_json::Value {
 }
 
 /// Runs the `vzpkg` binary with `args`; returns (exit code, stdout, stderr).
+/// A process holding an fcntl write lock on `file` (as dpkg and apt hold theirs) until its
+/// stdin closes; returned once the lock is held.
+pub fn hold_lock(file: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let hold = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", hold])
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "locked\n");
+    holder
+}
+
 pub fn vzpkg(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vzpkg")).args(args).output().unwrap();
     (
