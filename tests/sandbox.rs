@@ -49,10 +49,16 @@ fn host_uid(pid: u32) -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
+/// The host directories of the cgroups of the first of `pids` still there (a short-lived
+/// process may have exited since it was listed).
+fn first_cgroup_dirs(pids: &[u32]) -> (PathBuf, PathBuf) {
+    pids.iter().find_map(|&p| cgroup_dirs(p)).expect("every guest process exited")
+}
+
 /// The host directories of `pid`'s cgroups for the pids and memory controllers (v1), or its one
-/// v2 cgroup twice.
-fn cgroup_dirs(pid: u32) -> (PathBuf, PathBuf) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+/// v2 cgroup twice; None when it has exited.
+fn cgroup_dirs(pid: u32) -> Option<(PathBuf, PathBuf)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let mut pids = None;
     let mut memory = None;
     for line in text.lines() {
@@ -69,11 +75,11 @@ fn cgroup_dirs(pid: u32) -> (PathBuf, PathBuf) {
     }
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if v2 {
-        let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_start_matches('/');
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');
         let dir = Path::new("/sys/fs/cgroup").join(path);
-        return (dir.clone(), dir);
+        return Some((dir.clone(), dir));
     }
-    (pids.unwrap(), memory.unwrap())
+    Some((pids?, memory?))
 }
 
 fn read_line(child: &mut Child, out: &mut Option<BufReader<std::process::ChildStdout>>) -> String {
@@ -110,14 +116,16 @@ fn a_run_sits_in_a_cgroup_of_its_own_with_its_limits_and_unprivileged_ids() {
 
     let guests = run.guest_processes();
     assert!(!guests.is_empty(), "no process runs as the test's unprivileged range {}", run.uid);
-    let (pids, memory) = cgroup_dirs(guests[0]);
+    let (pids, memory) = first_cgroup_dirs(&guests);
     assert!(pids.display().to_string().contains("/vzpkg/run-"), "{}", pids.display());
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
     assert_eq!(read(pids.join("pids.max")), "77");
     let memory_file = if memory == pids { "memory.max" } else { "memory.limit_in_bytes" };
     assert_eq!(read(memory.join(memory_file)), "123731968");
     for guest in &guests {
-        assert_eq!(cgroup_dirs(*guest), (pids.clone(), memory.clone()), "every process of the run is in it");
+        if let Some(dirs) = cgroup_dirs(*guest) {
+            assert_eq!(dirs, (pids.clone(), memory.clone()), "every process of the run is in it");
+        }
     }
     // Inside, the cgroup namespace makes the run's cgroup the root.
     let inside = read_line(&mut child, &mut out);
@@ -142,7 +150,7 @@ fn a_fork_bomb_ends_with_its_run_and_the_host_stays_responsive() {
     let mut child = run.exec(&root, &[], &["sh", "-c", script]).spawn().unwrap();
     let mut out = None;
     assert_eq!(read_line(&mut child, &mut out), "started\n");
-    let (pids, _) = cgroup_dirs(run.guest_processes()[0]);
+    let (pids, _) = first_cgroup_dirs(&run.guest_processes());
     // Watched from outside until the kernel has refused a fork for the limit.
     let refused = || {
         let events = std::fs::read_to_string(pids.join("pids.events")).unwrap_or_default();
@@ -192,7 +200,7 @@ fn killing_vzpkg_leaves_no_process_mount_or_cgroup() {
     assert_eq!(read_line(&mut child, &mut out), "started\n");
     let guests = run.guest_processes();
     assert!(guests.len() >= 3, "{guests:?}");
-    let (pids, memory) = cgroup_dirs(guests[0]);
+    let (pids, memory) = first_cgroup_dirs(&guests);
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL).unwrap();
     child.wait().unwrap();
