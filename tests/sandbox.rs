@@ -40,6 +40,30 @@ impl Run {
     }
 }
 
+/// A vzpkg run that is killed (its sandbox with it, by the keeper) if the test fails while it
+/// waits at its gate: a failed test leaves nothing running that the next run would count.
+struct Killed(Child);
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn processes() -> Vec<u32> {
     std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
@@ -109,8 +133,9 @@ fn a_run_sits_in_a_cgroup_of_its_own_with_its_limits_and_unprivileged_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let run = Run::new(tmp.path(), 1, "pids_max = 77\nmemory_max = 123731968\n");
     let (root, gate) = root_with_gate(tmp.path());
-    let mut child =
-        run.exec(&root, &[], &["sh", "-c", "echo started; cat /proc/self/cgroup; read x < /tmp/go"]).spawn().unwrap();
+    let mut child = Killed(
+        run.exec(&root, &[], &["sh", "-c", "echo started; cat /proc/self/cgroup; read x < /tmp/go"]).spawn().unwrap(),
+    );
     let mut out = None;
     assert_eq!(read_line(&mut child, &mut out), "started\n");
 
@@ -147,7 +172,7 @@ fn a_fork_bomb_ends_with_its_run_and_the_host_stays_responsive() {
     // the test (a failed fork ends busybox's shell, so it forks nothing more itself; the
     // bomb's SIGCHLDs interrupt opening the FIFO, hence the loop).
     let script = "exec 2>/dev/null; echo started; bomb() { bomb | bomb & }; bomb; until read x < /tmp/go; do :; done";
-    let mut child = run.exec(&root, &[], &["sh", "-c", script]).spawn().unwrap();
+    let mut child = Killed(run.exec(&root, &[], &["sh", "-c", script]).spawn().unwrap());
     let mut out = None;
     assert_eq!(read_line(&mut child, &mut out), "started\n");
     let (pids, _) = first_cgroup_dirs(&run.guest_processes());
@@ -195,7 +220,7 @@ fn killing_vzpkg_leaves_no_process_mount_or_cgroup() {
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     // Children that try to outlive the run: one in a new session, one double-forked.
     let script = "setsid sleep 1000 & (sleep 1000 &) ; echo started; exec sleep 1000";
-    let mut child = run.exec(&root, &[], &["sh", "-c", script]).spawn().unwrap();
+    let mut child = Killed(run.exec(&root, &[], &["sh", "-c", script]).spawn().unwrap());
     let mut out = None;
     assert_eq!(read_line(&mut child, &mut out), "started\n");
     let guests = run.guest_processes();
