@@ -287,3 +287,53 @@ fn groups_and_all_resolve_as_documented_and_containers_lists_what_exists() {
     assert_eq!((code, out.as_str()), (0, "0\n0\n"), "{err}");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(shifted.path.join("made")).unwrap()), 300_000);
 }
+
+/// The peak memory (KiB) of the process `command` starts, and its exit code: from wait4.
+fn peak_kib(command: &mut Command) -> (i64, i32) {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<nix::libc::rusage>() });
+    // SAFETY: waits for the child just spawned, filling two values owned here.
+    let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (usage.ru_maxrss, nix::libc::WEXITSTATUS(status))
+}
+
+#[test]
+fn a_guests_endless_line_or_flood_of_output_does_not_grow_the_fleet_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let roots: Vec<Rootfs> = (1..=2).map(|i| Rootfs::busybox(&t.join(format!("ct{i}")))).collect();
+    let targets = roots.iter().map(|r| r.ct()).collect::<Vec<_>>().join(",");
+    let state = t.join("state").display().to_string();
+    let exe = env!("CARGO_BIN_EXE_vzpkg");
+
+    // 300 MB without a newline from each guest: what the operator sees of it is a line of 8 KiB.
+    let endless = "yes x | tr -d '\\n' | head -c 300000000; echo; echo done";
+    let (peak, code) =
+        peak_kib(Command::new(exe).args(["--state-dir", &state, "exec", &targets, "--", "sh", "-c", endless]));
+    assert_eq!(code, 0);
+    assert!(peak < 100 << 10, "the fleet process (or one of its runs) reached {peak} KiB");
+
+    // A flood of short lines while the display is stalled (a paused pager): the output waits in
+    // the runs' pipes, not in the fleet process.
+    let mut fleet = Command::new(exe)
+        .args(["--state-dir", &state, "exec", "--max-time", "8", &targets, "--", "sh", "-c", "yes flooding"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = fleet.id();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    // Now read it all: the runs end at --max-time.
+    let mut out = String::new();
+    std::io::Read::read_to_string(fleet.stdout.as_mut().unwrap(), &mut out).unwrap();
+    fleet.wait().unwrap();
+    assert!(rss < 100 << 10, "with its output unread the fleet process grew to {rss} KiB");
+    assert!(out.lines().any(|l| l.ends_with("] flooding")), "{}", &out[..out.len().min(2000)]);
+}

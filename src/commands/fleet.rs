@@ -24,6 +24,15 @@ use crate::untrusted::{json_text, printable};
 /// Most containers run at once, whatever `--parallel` says.
 const MAX_PARALLEL: usize = 64;
 
+/// Bytes of one output line kept (more than is shown of it); the rest of a longer one is read
+/// and dropped. The output is the guest's: a line without end must not grow this process.
+const MAX_LINE: usize = 16 << 10;
+
+/// Events waiting for the display at most. When it falls behind (a slow terminal, a paused
+/// pager) the runs' output waits in their pipes, as a single container's would, instead of
+/// piling up in this process.
+const MAX_QUEUED: usize = 1024;
+
 /// `--parallel`'s default: twice the CPUs (a run waits on fsync and the network about as much
 /// as it computes), at least 2 and at most 8.
 pub fn default_parallel() -> usize {
@@ -79,7 +88,7 @@ pub fn run(containers: &[String], job: &Job, many: &ManyArgs, file: &FileConfig)
     // The keeper of a container's sandbox outlives its vzpkg when that is killed (it then kills
     // the sandbox and removes its cgroup): as their subreaper, this process waits for that too.
     nix::sys::prctl::set_child_subreaper(true).context("becoming the runs' subreaper")?;
-    let (events, received) = mpsc::channel();
+    let (events, received) = mpsc::sync_channel(MAX_QUEUED);
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
         .context("installing the Ctrl-C handler")?;
     let signal_events = events.clone();
@@ -224,7 +233,7 @@ fn start(
     record: &Path,
     log: Option<&Path>,
     index: usize,
-    events: &mpsc::Sender<Event>,
+    events: &mpsc::SyncSender<Event>,
 ) -> Result<std::os::fd::OwnedFd> {
     let mut command = Command::new(exe);
     command
@@ -260,8 +269,8 @@ fn start(
     .map(|(stream, stderr)| {
         let events = events.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stream).split(b'\n') {
-                let Ok(line) = line else { break };
+            let mut stream = BufReader::new(stream);
+            while let Some(line) = read_line(&mut stream, MAX_LINE) {
                 let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
                 // A progress line redrawn with \r shows as its last state.
                 let text = text.rsplit('\r').next().unwrap_or_default().to_string();
@@ -282,6 +291,32 @@ fn start(
         let _ = events.send(Event::Exited { index, status });
     });
     Ok(pidfd)
+}
+
+/// The next line of `stream` without its newline, at most `max` bytes of it (the rest of a
+/// longer line is read and dropped); `None` at the end or on an error.
+fn read_line(stream: &mut impl BufRead, max: usize) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let chunk = match stream.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        if chunk.is_empty() {
+            return (!line.is_empty()).then_some(line);
+        }
+        let (taken, ended) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(at) => (at, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..taken.min(room)]);
+        stream.consume(taken + usize::from(ended));
+        if ended {
+            return Some(line);
+        }
+    }
 }
 
 /// A finished container's row: from the record its vzpkg wrote, else from how it ended.
@@ -475,6 +510,16 @@ fn summarize(rows: &[Row], json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_the_rest_of_a_long_one_dropped() {
+        let mut input = std::io::Cursor::new([b"short\n".as_slice(), &[b'x'; 100_000], b"\nlast"].concat());
+        let mut stream = BufReader::with_capacity(64, &mut input);
+        assert_eq!(read_line(&mut stream, 1000).unwrap(), b"short");
+        assert_eq!(read_line(&mut stream, 1000).unwrap(), vec![b'x'; 1000]);
+        assert_eq!(read_line(&mut stream, 1000).unwrap(), b"last");
+        assert_eq!(read_line(&mut stream, 1000), None);
+    }
 
     #[test]
     fn log_names_are_plain_file_names() {
