@@ -289,6 +289,7 @@ fn groups_and_all_resolve_as_documented_and_containers_lists_what_exists() {
 }
 
 /// The peak memory (KiB) of the process `command` starts, and its exit code: from wait4.
+#[allow(clippy::zombie_processes)] // waited for by wait4, which std does not know of
 fn peak_kib(command: &mut Command) -> (i64, i32) {
     let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<nix::libc::rusage>() });
