@@ -54,7 +54,7 @@ pub struct Origin<T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Resolved {
     pub name: String,
-    /// Every template read, the template itself first, in the order they were resolved.
+    /// Every template applied, each once, parents before children: the template itself last.
     pub chain: Vec<String>,
     pub distribution: Option<Origin<String>>,
     pub suite: Option<Origin<String>>,
@@ -142,6 +142,13 @@ impl Resolved {
             packages: self.package_names(),
             removed: self.removed.iter().map(|r| r.value.as_str()).collect(),
         };
+        if !matches!(recipe.package_manager, "apt" | "dnf") {
+            bail!(
+                "template {}: package_manager {:?} cannot build an image (apt or dnf)",
+                self.name,
+                recipe.package_manager
+            );
+        }
         if recipe.repositories.is_empty() {
             bail!("template {} names no repositories", self.name);
         }
@@ -181,8 +188,8 @@ impl Templates {
         Ok(resolved)
     }
 
-    /// Applies `name` (its parents first, in order) onto `into`; `stack` is the chain that led
-    /// here, for loops and messages.
+    /// Applies `name` (its parents first, in order) onto `into`, unless it was applied already;
+    /// `stack` is the chain that led here, for loops and messages.
     fn apply(&self, name: &str, stack: &mut Vec<String>, into: &mut Resolved) -> Result<()> {
         check_name(name)?;
         if stack.iter().any(|s| s == name) {
@@ -190,6 +197,11 @@ impl Templates {
         }
         if stack.len() >= MAX_DEPTH {
             bail!("templates inherit more than {MAX_DEPTH} deep: {}", stack.join(" → "));
+        }
+        // A template inherited along two paths counts once, where it first comes: applying it
+        // again would bring back what a template after it removed or replaced.
+        if into.chain.iter().any(|c| c == name) {
+            return Ok(());
         }
         let path = self.dir.join(format!("{name}.toml"));
         let text = match std::fs::read_to_string(&path) {
@@ -205,9 +217,7 @@ impl Templates {
             self.apply(parent, stack, into)?;
         }
         stack.pop();
-        if !into.chain.iter().any(|c| c == name) {
-            into.chain.push(name.to_string());
-        }
+        into.chain.push(name.to_string());
         let from = |value: &String| Some(Origin { value: value.clone(), from: name.to_string() });
         for (slot, value) in [
             (&mut into.distribution, &file.distribution),
@@ -365,6 +375,23 @@ mod tests {
     }
 
     #[test]
+    fn a_template_inherited_twice_is_applied_once_where_it_first_comes() {
+        // site inherits a and b, both of which inherit base: base's list and scalars must not
+        // come back after a removed or replaced them.
+        let d = dir(&[
+            ("base", "distribution = \"debian\"\nsuite = \"bullseye\"\npackages = [\"less\", \"whiptail\"]\n"),
+            ("a", "inherit = [\"base\"]\nsuite = \"bookworm\"\npackages = [\"whiptail-\", \"jq\"]\n"),
+            ("b", "inherit = [\"base\"]\npackages = [\"nano\"]\n"),
+            ("site", "inherit = [\"a\", \"b\"]\n"),
+        ]);
+        let site = Templates::new(Some(d.path())).resolve("site").unwrap();
+        assert_eq!(site.chain, ["base", "a", "b", "site"]);
+        assert_eq!(values(&site.packages), [("less", "base"), ("jq", "a"), ("nano", "b")]);
+        assert_eq!(values(&site.removed), [("whiptail", "a")]);
+        assert_eq!(site.suite.as_ref().map(|s| (s.value.as_str(), s.from.as_str())), Some(("bookworm", "a")));
+    }
+
+    #[test]
     fn loops_unknown_parents_unknown_keys_and_bad_names_are_errors_naming_the_chain() {
         let d = dir(&[
             ("a", "inherit = [\"b\"]\n"),
@@ -382,6 +409,9 @@ mod tests {
         assert!(err("e").contains("not a package name"), "{}", err("e"));
         assert!(err("f").contains("not a template name"), "{}", err("f"));
         assert!(t.resolve("missing").is_err());
+        let d = dir(&[("z", "distribution = \"opensuse\"\nsuite = \"15\"\npackage_manager = \"zypper\"\nrepositories = [\"http://mirror.example.org/oss\"]\n")]);
+        let zypper = Templates::new(Some(d.path())).resolve("z").unwrap();
+        assert!(format!("{:#}", zypper.recipe().unwrap_err()).contains("apt or dnf"));
         assert!(Templates::new(Some(d.path())).resolve("a").is_err());
     }
 
