@@ -1,14 +1,16 @@
 //! Templates, images and new containers, as root: a three-level template chain built into an
 //! image by mmdebstrap through the proxy from a loopback copy of real Debian packages (the ones
-//! contrib/test.sh downloads), rebuilt only when the template changes, and a container made
-//! from it with an application template installed by the wrapper.
+//! contrib/test.sh downloads), rebuilt only when the template changes, a container made from
+//! it that is the image to the last owner, mode and file capability, and one with an
+//! application template installed by the wrapper.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::cli::Served;
 use crate::util::repo::deb_index;
-use crate::util::rootfs::require_root;
+use crate::util::rootfs::{capability_debs, require_root};
+use crate::util::{run, try_run};
 
 /// The real .deb files of a root (contrib/test.sh downloads them once).
 fn template_debs() -> PathBuf {
@@ -26,13 +28,9 @@ fn template_debs() -> PathBuf {
 
 /// `name` → version, for every installed package of the root.
 fn installed(root: &Path) -> Vec<(String, String)> {
-    let out = crate::util::run(
-        Command::new("dpkg-query").arg(format!("--admindir={}", root.join("var/lib/dpkg").display())).args([
-            "-W",
-            "-f",
-            "${db:Status-Abbrev}\t${Package}\t${Version}\n",
-        ]),
-    );
+    let out = run(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"]));
     let mut set: Vec<(String, String)> = out
         .lines()
         .filter_map(|l| {
@@ -61,6 +59,11 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
             std::fs::copy(deb.path(), pool.join(plain)).unwrap();
         }
     }
+    // ping, whose postinst gives it a file capability with libcap2-bin's setcap, so the image
+    // and the root made from it have one to keep.
+    for (deb, name) in capability_debs().iter().zip(["libcap2-bin_amd64.deb", "iputils-ping_amd64.deb"]) {
+        std::fs::copy(deb, pool.join(name)).unwrap();
+    }
     deb_index(&t.join("upstream/debian"));
     let served = Served::start(t, "");
     let source = format!("deb [trusted=yes] {}/debian stable main", served.upstream.url());
@@ -68,7 +71,12 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     std::fs::create_dir_all(&templates).unwrap();
     let write = |name: &str, text: &str| std::fs::write(templates.join(format!("{name}.toml")), text).unwrap();
     write("base", "distribution = \"debian\"\nsuite = \"stable\"\npackages = [\"less\", \"whiptail\"]\n");
-    write("distro", &format!("inherit = [\"base\"]\nrepositories = [{source:?}]\npackages = [\"jq\"]\n"));
+    write(
+        "distro",
+        &format!(
+            "inherit = [\"base\"]\nrepositories = [{source:?}]\npackages = [\"jq\", \"libcap2-bin\", \"iputils-ping\"]\n"
+        ),
+    );
     write("site", "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\", \"bzip2\"]\n");
     write(
         "tools",
@@ -111,8 +119,22 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     let out = ok(&["create", "web", "--template", "site", "--proxy", &served.cli.proxy]);
     let root = Path::new(&served.cli.state).join("containers/web/root");
     assert!(out.contains("created web"), "{out}");
+    // The root is the image: every entry's type, mode, owner, group, size, contents, time, link
+    // target and device numbers (tar --diff), and ping's file capability.
+    let image_tar = t.join("site.tar");
+    zstd::stream::copy_decode(
+        std::fs::File::open(Path::new(&served.cli.cache).join("images/site/rootfs.tar.zst")).unwrap(),
+        std::fs::File::create(&image_tar).unwrap(),
+    )
+    .unwrap();
+    let (same, diff) = try_run(
+        Command::new("tar").arg("--diff").arg("--numeric-owner").arg("-f").arg(&image_tar).arg("-C").arg(&root),
+    );
+    assert!(same, "the root differs from its image:\n{diff}");
+    let caps = run(Command::new("getcap").arg(root.join("usr/bin/ping")));
+    assert!(caps.contains("cap_net_raw=ep"), "ping lost its file capability: {caps:?}");
     let set = installed(&root);
-    for package in ["less", "jq", "nano", "bzip2", "dpkg", "apt"] {
+    for package in ["less", "jq", "nano", "bzip2", "dpkg", "apt", "iputils-ping"] {
         assert!(set.iter().any(|(n, _)| n == package), "{package} missing: {set:?}");
     }
     assert!(!set.iter().any(|(n, _)| n == "whiptail"), "whiptail was removed by site");
