@@ -96,6 +96,17 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
             return Ok(Built::UpToDate(manifest));
         }
     }
+    for repository in &recipe.repositories {
+        let url = crate::template::repository_url(repository, template.is_deb())?;
+        if url.scheme() == "https" {
+            // The proxy refuses CONNECT, so apt and dnf go to https upstreams themselves.
+            eprintln!(
+                "vzpkg: warning: {} is fetched directly, not through the proxy (https): every build of {} downloads \
+                 it again; name an http mirror to have the proxy keep it",
+                url, template.name
+            );
+        }
+    }
     let work = tempfile::Builder::new().prefix(".build-").tempdir_in(&dir)?;
     let tar = work.path().join("rootfs.tar");
     let listing = work.path().join("packages.tsv");
@@ -210,11 +221,14 @@ fn dnf_installroot(
         .arg("--setopt=install_weak_deps=False")
         .arg("--setopt=keepcache=0")
         .arg(format!("--setopt=proxy={proxy}"))
-        .arg(format!("--setopt=*.proxy={proxy}"))
         .arg(format!("--setopt=user_agent=vzpkg/{} cache", env!("CARGO_PKG_VERSION")));
     for (i, url) in recipe.repositories.iter().enumerate() {
         command.arg(format!("--repofrompath=vzpkg{i},{url}"));
         command.arg(format!("--setopt=vzpkg{i}.gpgcheck=0"));
+        // https directly, as apt does: through the proxy it would be a CONNECT, which it
+        // refuses. (Per repository: a `*.proxy` would win over any repository's own setting.)
+        let via = if url.starts_with("https:") { "" } else { proxy };
+        command.arg(format!("--setopt=vzpkg{i}.proxy={via}"));
     }
     for name in &recipe.removed {
         command.arg(format!("--exclude={name}"));
@@ -304,7 +318,8 @@ fn compress(from: &Path, to: &Path) -> Result<(String, u64)> {
 }
 
 /// Unpacks an image tarball into the empty directory `root` (owners, modes, xattrs and file
-/// capabilities as they are in the image).
+/// capabilities as they are in the image). GNU tar, not the tar crate: the crate writes device
+/// nodes (an image's /dev/null) and FIFOs as plain files and knows no ACLs.
 pub fn unpack(tarball: &Path, root: &Path) -> Result<()> {
     let input = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
     let mut decoder = zstd::stream::Decoder::new(input)?;

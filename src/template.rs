@@ -152,6 +152,10 @@ impl Resolved {
         if recipe.repositories.is_empty() {
             bail!("template {} names no repositories", self.name);
         }
+        for repository in &recipe.repositories {
+            repository_url(repository, recipe.package_manager == "apt")
+                .with_context(|| format!("in template {} (or what it inherits)", self.name))?;
+        }
         match recipe.seed {
             Some(_) if recipe.package_manager == "apt" => {
                 bail!("template {}: a seed is for rpm images; mmdebstrap builds a deb image from nothing", self.name)
@@ -272,6 +276,38 @@ fn merge(
         }
     }
     Ok(())
+}
+
+/// The URL of a repository: of an apt one-line source (`deb [options] URL suite [components]`),
+/// or an rpm base URL. http, https (which apt and dnf fetch around the proxy) or file.
+pub fn repository_url(repository: &str, apt: bool) -> Result<url::Url> {
+    let url = if apt {
+        let Some(rest) = repository.strip_prefix("deb ").or_else(|| repository.strip_prefix("deb-src ")) else {
+            bail!("repository {repository:?} is not an apt source line (deb [options] URL suite components)")
+        };
+        let rest = match rest.trim_start().strip_prefix('[') {
+            Some(options) => match options.split_once(']') {
+                Some((_, rest)) => rest,
+                None => bail!("repository {repository:?}: its options have no closing ']'"),
+            },
+            None => rest,
+        };
+        let mut words = rest.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(url), Some(_suite)) => url,
+            _ => bail!("repository {repository:?} names no URL and suite"),
+        }
+    } else {
+        repository.trim()
+    };
+    let url = url::Url::parse(url).with_context(|| format!("repository {repository:?}: {url:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https" | "file") {
+        bail!(
+            "repository {repository:?}: {} URLs are not fetched through the proxy (http, https or file)",
+            url.scheme()
+        );
+    }
+    Ok(url)
 }
 
 /// A template name is a file name in the templates directory: letters, digits, `.`, `_`, `-`.
@@ -413,6 +449,31 @@ mod tests {
         let zypper = Templates::new(Some(d.path())).resolve("z").unwrap();
         assert!(format!("{:#}", zypper.recipe().unwrap_err()).contains("apt or dnf"));
         assert!(Templates::new(Some(d.path())).resolve("a").is_err());
+    }
+
+    #[test]
+    fn repositories_are_apt_source_lines_or_base_urls_over_http_https_or_file() {
+        let url = |r: &str, apt| repository_url(r, apt).map(|u| u.to_string()).map_err(|e| format!("{e:#}"));
+        assert_eq!(
+            url("deb [trusted=yes arch=amd64] http://mirror.example.org/debian bookworm main", true).unwrap(),
+            "http://mirror.example.org/debian"
+        );
+        assert_eq!(
+            url("deb-src https://mirror.example.org/debian bookworm", true).unwrap(),
+            "https://mirror.example.org/debian"
+        );
+        assert_eq!(url("http://mirror.example.org/el/9/", false).unwrap(), "http://mirror.example.org/el/9/");
+        assert!(url("http://mirror.example.org/debian bookworm main", true)
+            .unwrap_err()
+            .contains("not an apt source line"));
+        assert!(url("deb [trusted=yes http://mirror.example.org/debian bookworm", true).unwrap_err().contains("']'"));
+        assert!(url("deb http://mirror.example.org/debian", true).unwrap_err().contains("no URL and suite"));
+        assert!(url("deb ftp://mirror.example.org/debian bookworm main", true).unwrap_err().contains("ftp URLs"));
+        assert!(url("mirror.example.org/el", false).unwrap_err().contains("not a URL"));
+        let d =
+            dir(&[("t", "distribution = \"debian\"\nsuite = \"bookworm\"\nrepositories = [\"deb bookworm main\"]\n")]);
+        let t = Templates::new(Some(d.path())).resolve("t").unwrap();
+        assert!(format!("{:#}", t.hash().unwrap_err()).contains("in template t"));
     }
 
     #[test]

@@ -209,7 +209,11 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
     let out = vzpkg(&["cache", "el", "--proxy", &served.cli.proxy]);
     assert!(out.contains("built the image of el"), "{out}");
     let gamma = rpms.iter().find(|r| r.contains("vzt-gamma")).unwrap();
-    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "dnf fetched vzt-gamma through the proxy");
+    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "dnf fetched vzt-gamma once");
+    // Through the proxy: a forced rebuild gets it from the proxy's cache.
+    let out = vzpkg(&["cache", "el", "--force", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of el"), "{out}");
+    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "the rebuild fetched vzt-gamma upstream again");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(Path::new(&served.cli.cache).join("images/el/manifest.json")).unwrap())
             .unwrap();
