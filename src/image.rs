@@ -96,6 +96,7 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
             return Ok(Built::UpToDate(manifest));
         }
     }
+    check_proxy(proxy)?;
     for repository in &recipe.repositories {
         let url = crate::template::repository_url(repository, template.is_deb())?;
         if url.scheme() == "https" {
@@ -146,6 +147,30 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
     std::fs::rename(&manifest_tmp, dir.join(MANIFEST))?;
     sync(&dir)?;
     Ok(Built::Rebuilt(manifest))
+}
+
+/// Fails early, saying so, when nothing listens at the proxy's address (rather than after the
+/// bootstrapper's own errors about each file).
+fn check_proxy(proxy: &str) -> Result<()> {
+    let url = url::Url::parse(proxy).with_context(|| format!("--proxy {proxy:?} is not a URL"))?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        bail!("--proxy {proxy:?} names no host")
+    };
+    let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .with_context(|| format!("resolving the proxy's host {host}"))?
+        .collect();
+    let mut last = None;
+    for address in addresses {
+        match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    bail!(
+        "the proxy at {proxy} does not answer ({}): start it (`vzpkg proxy`) or name another with --proxy; images are \
+         built through it",
+        last.map_or("no address".to_string(), |e| e.to_string())
+    )
 }
 
 fn sync(path: &Path) -> Result<()> {

@@ -98,9 +98,21 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
         shown.contains("removed:") && shown.lines().any(|l| l.contains("whiptail") && l.ends_with("(site)")),
         "{shown}"
     );
+    let json: serde_json::Value = serde_json::from_str(&ok(&["template", "show", "site", "--json"])).unwrap();
+    assert_eq!(json["packages"][0], serde_json::json!({"value": "less", "from": "base"}), "{json}");
+    assert_eq!(json["removed"], serde_json::json!([{"value": "whiptail", "from": "site"}]), "{json}");
+    assert_eq!(json["chain"], serde_json::json!(["base", "distro", "site"]), "{json}");
     let (code, _, err) = vzpkg(&["template", "show", "nope"]);
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
+
+    // No proxy listening: said plainly, before any build.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, err) = vzpkg(&["cache", "site", "--proxy", &nowhere]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not answer"), "{err}");
 
     let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
     assert!(out.contains("built the image of site"), "{out}");
