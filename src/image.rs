@@ -343,11 +343,24 @@ fn compress(from: &Path, to: &Path) -> Result<(String, u64)> {
 }
 
 /// Unpacks an image tarball into the empty directory `root` (owners, modes, xattrs and file
-/// capabilities as they are in the image). GNU tar, not the tar crate: the crate writes device
-/// nodes (an image's /dev/null) and FIFOs as plain files and knows no ACLs.
-pub fn unpack(tarball: &Path, root: &Path) -> Result<()> {
+/// capabilities as they are in the image), checking on the way that it is the tarball whose
+/// sha256 the manifest read names: a rebuild may have replaced it meanwhile. GNU tar, not the
+/// tar crate: the crate writes device nodes (an image's /dev/null) and FIFOs as plain files and
+/// knows no ACLs.
+pub fn unpack(tarball: &Path, sha256: &str, root: &Path) -> Result<()> {
+    struct Hashing<R> {
+        inner: R,
+        hash: Sha256,
+    }
+    impl<R: std::io::Read> std::io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hash.update(&buf[..n]);
+            Ok(n)
+        }
+    }
     let input = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    let mut decoder = zstd::stream::Decoder::new(input)?;
+    let mut decoder = zstd::stream::Decoder::new(Hashing { inner: input, hash: Sha256::new() })?;
     let mut tar = Command::new("tar")
         .args(["--extract", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--same-owner"])
         .args(["--same-permissions", "--no-overwrite-dir", "-C"])
@@ -362,6 +375,16 @@ pub fn unpack(tarball: &Path, root: &Path) -> Result<()> {
     copied.with_context(|| format!("decompressing {}", tarball.display()))?;
     if !status.success() {
         bail!("tar failed unpacking {} ({status})", tarball.display());
+    }
+    // Whatever follows the last frame counts too.
+    let mut rest = decoder.finish();
+    std::io::copy(&mut rest, &mut std::io::sink())?;
+    let read = hex::encode(rest.into_inner().hash.finalize());
+    if read != sha256 {
+        bail!(
+            "{} is not the image its manifest describes (sha256 {read}, not {sha256}): rebuilt meanwhile? Run again",
+            tarball.display()
+        );
     }
     Ok(())
 }

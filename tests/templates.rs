@@ -188,6 +188,23 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     let (code, _, err) = vzpkg(&["create", "other", "--template", "site", "--root", &root.display().to_string()]);
     assert_ne!(code, 0);
     assert!(err.contains("not empty") && root.join("etc/tools-ready").exists(), "{err}");
+
+    // A tarball that is not the one its manifest names (replaced by a rebuild while read, or
+    // damaged) gives no root and no container.
+    let manifest_path = Path::new(&served.cli.cache).join("images/site/manifest.json");
+    let good = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&good).unwrap();
+    manifest["tarball_sha256"] = "0".repeat(64).into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let (code, _, err) = vzpkg(&["create", "torn", "--template", "site"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not the image its manifest describes"), "{err}");
+    let containers: Vec<String> = std::fs::read_dir(Path::new(&served.cli.state).join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!containers.iter().any(|c| c.starts_with("torn") || c.starts_with(".create")), "{containers:?}");
+    std::fs::write(&manifest_path, good).unwrap();
 }
 
 #[test]

@@ -171,6 +171,8 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
     if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some()) {
         bail!("{} exists and is not empty: refusing to write a container root over it", root.display());
     }
+    // Made here (STATE_DIR/containers/CT), so taken away again if the root cannot be made.
+    let made_parent = root.parent().filter(|p| !p.exists()).map(Path::to_path_buf);
     if let Some(parent) = root.parent() {
         std::fs::create_dir_all(parent)?;
         if args.root.is_none() {
@@ -184,8 +186,11 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
             layered::shared_lower(&tarball, &manifest.tarball_sha256, &image::dir(&file.cache_dir, args.template))?;
         Some(layered::create(&lower, &root)?)
     } else {
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        image::unpack(&tarball, &root)?;
+        let unpacked = unpack_root(&tarball, &manifest.tarball_sha256, &root);
+        if let (Err(_), Some(parent)) = (&unpacked, &made_parent) {
+            let _ = std::fs::remove_dir(parent);
+        }
+        unpacked?;
         None
     };
     let record =
@@ -240,6 +245,32 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
         }
     }
     Ok(0)
+}
+
+/// The image unpacked at `root`: a new root is unpacked beside it and renamed into place, so a
+/// failure leaves nothing behind; an existing empty directory (a mount point, say) is filled in
+/// place, and emptied again on failure.
+fn unpack_root(tarball: &Path, sha256: &str, root: &Path) -> Result<()> {
+    if root.exists() {
+        let unpacked = image::unpack(tarball, sha256, root);
+        if unpacked.is_err() {
+            for entry in std::fs::read_dir(root)?.flatten() {
+                let path = entry.path();
+                let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+        return unpacked;
+    }
+    let parent = root.parent().context("a root has a parent directory")?;
+    let tmp = tempfile::Builder::new().prefix(".create-").tempdir_in(parent)?;
+    let tree = tmp.path().join("root");
+    std::fs::create_dir(&tree)?;
+    image::unpack(tarball, sha256, &tree)?;
+    std::fs::rename(&tree, root).with_context(|| format!("moving the unpacked root to {}", root.display()))
 }
 
 /// `vzpkg flatten CT [--to DIR]`: a layered container's layers folded into a plain root. With
