@@ -96,6 +96,12 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
             return Ok(Built::UpToDate(manifest));
         }
     }
+    // Builds hold the lock: a build directory found now is a killed build's.
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".build-") {
+            std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
     check_proxy(proxy)?;
     for repository in &recipe.repositories {
         let url = crate::template::repository_url(repository, template.is_deb())?;

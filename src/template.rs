@@ -168,9 +168,13 @@ impl Resolved {
         Ok(recipe)
     }
 
-    /// sha256 of the recipe: an image is rebuilt when this changes.
+    /// sha256 of the recipe, its package lists sorted (their order changes no image): an image
+    /// is rebuilt when this changes.
     pub fn hash(&self) -> Result<String> {
-        let recipe = serde_json::to_vec(&self.recipe()?).expect("plain data");
+        let mut recipe = self.recipe()?;
+        recipe.packages.sort_unstable();
+        recipe.removed.sort_unstable();
+        let recipe = serde_json::to_vec(&recipe).expect("plain data");
         Ok(hex::encode(Sha256::digest(recipe)))
     }
 }
@@ -408,6 +412,14 @@ mod tests {
             .unwrap();
         let changed = Templates::new(Some(d.path())).resolve("site").unwrap();
         assert_ne!(site.hash().unwrap(), changed.hash().unwrap());
+        // The order of the packages is no change.
+        std::fs::write(
+            d.path().join("site.toml"),
+            "inherit = [\"distro\"]\npackages = [\"bzip2\", \"nano\", \"whiptail-\"]\n",
+        )
+        .unwrap();
+        let reordered = Templates::new(Some(d.path())).resolve("site").unwrap();
+        assert_eq!(site.hash().unwrap(), reordered.hash().unwrap());
     }
 
     #[test]
