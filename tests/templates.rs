@@ -80,7 +80,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     write("site", "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\", \"bzip2\"]\n");
     write(
         "tools",
-        "packages = [\"whiptail\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
+        // nano- takes nano out of the container; vim- is a package it does not have.
+        "packages = [\"whiptail\", \"nano-\", \"vim-\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
     );
     let cli = served.cli.templates(&templates);
     let vzpkg = |args: &[&str]| cli.bare(args);
@@ -172,7 +173,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     assert!(out.contains("built the image of site"), "{out}");
     assert_eq!(served.upstream.count_ending(".deb"), debs_fetched, "the rebuild fetched packages upstream again");
 
-    // An application template: its packages installed by the wrapper, its command run.
+    // An application template: its packages installed and its removals removed by the
+    // wrapper, its command run.
     let out = ok(&["create", "app", "--template", "site", "--app", "tools", "--proxy", &served.cli.proxy]);
     let root = Path::new(&served.cli.state).join("containers/app/root");
     assert!(installed(&root).iter().any(|(n, _)| n == "whiptail"), "{out}");
@@ -180,6 +182,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     assert_eq!(std::fs::read_to_string(root.join("etc/tools-ready")).unwrap(), "set up\n");
     let audit = ok(&["audit", "app", "--json"]);
     assert!(audit.contains("\"command\":\"install\"") && audit.contains("whiptail"), "{audit}");
+    assert!(!installed(&root).iter().any(|(n, _)| n == "nano"), "the application template removed nano");
+    assert!(audit.contains("\"command\":\"remove\""), "{audit}");
 
     // A name in use, or a root that is not empty, is refused with nothing lost.
     let (code, _, err) = vzpkg(&["create", "app", "--template", "site"]);
