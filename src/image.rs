@@ -198,14 +198,16 @@ fn debootstrap(recipe: &crate::template::Recipe, proxy: &str, tar: &Path, listin
     if let Some(arch) = recipe.architecture {
         command.arg(format!("--architectures={arch}"));
     }
-    // mmdebstrap has no exclude: what the variant brings and the template removes is purged.
-    // Names are checked package names (no shell character) and passed through the environment.
-    for (i, name) in recipe.removed.iter().enumerate() {
-        command.env(format!("VZPKG_REMOVE_{i}"), name);
-        command.arg(format!(
-            "--customize-hook=if dpkg-query --admindir=\"$1/var/lib/dpkg\" -W \"$VZPKG_REMOVE_{i}\" >/dev/null 2>&1; then \
-             chroot \"$1\" apt-get -y -q purge \"$VZPKG_REMOVE_{i}\"; fi"
-        ));
+    // mmdebstrap has no exclude: what the variant brings and the template removes is purged,
+    // by the image's dpkg (the image may have no apt: minbase), all in one run so that dpkg
+    // orders them, and refused by dpkg if a package kept needs one. Names are checked package
+    // names (no blank, glob or shell character) and come through the environment.
+    if !recipe.removed.is_empty() {
+        command.env("VZPKG_REMOVE", recipe.removed.join(" ")).arg(
+            "--customize-hook=gone=; for name in $VZPKG_REMOVE; do \
+             if dpkg-query --admindir=\"$1/var/lib/dpkg\" -W \"$name\" >/dev/null 2>&1; then gone=\"$gone $name\"; fi; done; \
+             if [ -n \"$gone\" ]; then chroot \"$1\" dpkg --purge $gone; fi",
+        );
     }
     command.env("VZPKG_LISTING", listing).arg(
         "--customize-hook=dpkg-query --admindir=\"$1/var/lib/dpkg\" -W -f='${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\n' \

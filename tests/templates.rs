@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::cli::Served;
-use crate::util::repo::deb_index;
+use crate::util::repo::{deb_repo, Pkg};
 use crate::util::rootfs::{capability_debs, require_root};
 use crate::util::{run, try_run};
 
@@ -64,7 +64,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     for (deb, name) in capability_debs().iter().zip(["libcap2-bin_amd64.deb", "iputils-ping_amd64.deb"]) {
         std::fs::copy(deb, pool.join(name)).unwrap();
     }
-    deb_index(&t.join("upstream/debian"));
+    // A package of Priority required, which only the variants from minbase on bring.
+    let required = deb_repo(&t.join("upstream/debian"), &[Pkg::new("vzt-required", "1.0", 1000).priority("required")]);
     let served = Served::start(t, "");
     let source = format!("deb [trusted=yes] {}/debian stable main", served.upstream.url());
     let templates = t.join("templates");
@@ -209,6 +210,20 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
         .collect();
     assert!(!containers.iter().any(|c| c.starts_with("torn") || c.starts_with(".create")), "{containers:?}");
     std::fs::write(&manifest_path, good).unwrap();
+
+    // A removed package the variant itself brings (minbase: every package of Priority required)
+    // is purged from the image after the bootstrap.
+    write(
+        "site",
+        "inherit = [\"distro\"]\nvariant = \"minbase\"\npackages = [\"whiptail-\", \"nano\", \"vzt-required-\"]\n",
+    );
+    let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of site"), "{out}");
+    assert_eq!(served.upstream.count(&format!("/debian/{}", required[0])), 1, "minbase did not install vzt-required");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let names: Vec<&str> =
+        manifest["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"nano") && !names.contains(&"vzt-required"), "{names:?}");
 }
 
 #[test]
