@@ -268,10 +268,23 @@ fn dnf_installroot(
     }
     command.arg("install").args(&recipe.packages);
     run(&mut command, "dnf")?;
-    let query = Command::new("rpm")
-        .env("HOME", &home)
-        .arg("--root")
-        .arg(&root)
+    let rpm = || {
+        let mut rpm = Command::new("rpm");
+        rpm.env("HOME", &home).arg("--root").arg(&root);
+        rpm
+    };
+    // Excludes only keep dnf from adding a package: one the seed brought is erased, all in one
+    // run, refused by rpm if a package kept needs it.
+    let seeded: Vec<&str> = recipe
+        .removed
+        .iter()
+        .copied()
+        .filter(|name| rpm().args(["-q", "--quiet", name]).status().is_ok_and(|s| s.success()))
+        .collect();
+    if !seeded.is_empty() {
+        run(rpm().arg("-e").args(&seeded), "rpm -e (the template's removals)")?;
+    }
+    let query = rpm()
         .args(["-qa", "--qf", "ii \t%{NAME}\t%{EPOCH}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"])
         .output()
         .context("running rpm -qa on the image")?;

@@ -236,19 +236,40 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
         &[
             crate::util::repo::Pkg::new("vzt-alpha", "1.0", 100_000),
             crate::util::repo::Pkg::new("vzt-gamma", "0.3", 40_000),
+            crate::util::repo::Pkg::new("vzt-beta", "2.0", 20_000),
         ],
     );
+    // Debian's dnf and rpm stand for a distribution's minimal root (the seed the image starts
+    // from), with vzt-beta in its rpm database, which the template removes.
+    let seed = t.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    run(Command::new("tar")
+        .args(["--extract", "--numeric-owner", "--same-owner", "--file"])
+        .arg(crate::util::rootfs::rpm_tarball())
+        .arg("-C")
+        .arg(&seed));
+    let beta = rpms.iter().find(|r| r.contains("vzt-beta")).unwrap();
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(&seed)
+        .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps"])
+        .arg(t.join("upstream/el").join(beta)));
+    run(Command::new("tar")
+        .args(["--create", "--numeric-owner", "--file"])
+        .arg(t.join("seed.tar"))
+        .arg("-C")
+        .arg(&seed)
+        .arg("."));
     let served = Served::start(t, "");
     let baseurl = format!("{}/el/", served.upstream.url());
     let templates = t.join("templates");
     std::fs::create_dir_all(&templates).unwrap();
-    // Debian's dnf and rpm in the seed stand for a distribution's minimal root: the image is
-    // that plus what dnf installs from the test repository.
+    // The image is the seed plus what dnf installs from the test repository, less vzt-beta.
     std::fs::write(
         templates.join("el.toml"),
         format!(
-            "distribution = \"fedora\"\nsuite = \"40\"\nrepositories = [{baseurl:?}]\npackages = [\"vzt-gamma\"]\nseed = {:?}\n",
-            crate::util::rootfs::rpm_tarball().display().to_string()
+            "distribution = \"fedora\"\nsuite = \"40\"\nrepositories = [{baseurl:?}]\npackages = [\"vzt-gamma\", \"vzt-beta-\"]\nseed = {:?}\n",
+            t.join("seed.tar").display().to_string()
         ),
     )
     .unwrap();
@@ -281,6 +302,7 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
             .success()
     };
     assert!(rpm_q("vzt-gamma"), "the image's rpm database has what dnf installed");
+    assert!(!rpm_q("vzt-beta"), "the seed's vzt-beta, which the template removes, is in the image");
     // The container's own dnf and rpm, told where its repository and database are.
     let setup = format!(
         "mkdir -p /etc/yum.repos.d /etc/rpm && printf '[test]\\nname=test\\nbaseurl={baseurl}\\ngpgcheck=0\\n' > \
