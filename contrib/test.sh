@@ -62,7 +62,7 @@ export VZPKG_TEST_TEMPLATE_DEBS="$template_debs"
 
 # iputils-ping, whose postinst gives ping a file capability with setcap, and libcap2-bin, which
 # has setcap: the apt-variant root lacks both (the rest of what they depend on it has). The
-# confinement tests serve them from their own loopback repository.
+# confinement and template tests serve them from their own loopback repositories.
 debs=${VZPKG_TEST_DEBS:-/var/cache/vzpkg-tests/debs}
 if ! compgen -G "$debs/iputils-ping_*.deb" >/dev/null || ! compgen -G "$debs/libcap2-bin_*.deb" >/dev/null; then
   echo "test.sh: downloading iputils-ping and libcap2-bin into $debs" >&2

@@ -96,6 +96,24 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
             return Ok(Built::UpToDate(manifest));
         }
     }
+    // Builds hold the lock: a build directory found now is a killed build's.
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".build-") {
+            std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    check_proxy(proxy)?;
+    for repository in &recipe.repositories {
+        let url = crate::template::repository_url(repository, template.is_deb())?;
+        if url.scheme() == "https" {
+            // The proxy refuses CONNECT, so apt and dnf go to https upstreams themselves.
+            eprintln!(
+                "vzpkg: warning: {} is fetched directly, not through the proxy (https): every build of {} downloads \
+                 it again; name an http mirror to have the proxy keep it",
+                url, template.name
+            );
+        }
+    }
     let work = tempfile::Builder::new().prefix(".build-").tempdir_in(&dir)?;
     let tar = work.path().join("rootfs.tar");
     let listing = work.path().join("packages.tsv");
@@ -137,6 +155,30 @@ pub fn build(template: &Resolved, cache_dir: &Path, proxy: &str, force: bool) ->
     Ok(Built::Rebuilt(manifest))
 }
 
+/// Fails early, saying so, when nothing listens at the proxy's address (rather than after the
+/// bootstrapper's own errors about each file).
+fn check_proxy(proxy: &str) -> Result<()> {
+    let url = url::Url::parse(proxy).with_context(|| format!("--proxy {proxy:?} is not a URL"))?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        bail!("--proxy {proxy:?} names no host")
+    };
+    let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .with_context(|| format!("resolving the proxy's host {host}"))?
+        .collect();
+    let mut last = None;
+    for address in addresses {
+        match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    bail!(
+        "the proxy at {proxy} does not answer ({}): start it (`vzpkg proxy`) or name another with --proxy; images are \
+         built through it",
+        last.map_or("no address".to_string(), |e| e.to_string())
+    )
+}
+
 fn sync(path: &Path) -> Result<()> {
     std::fs::File::open(path)?.sync_all().with_context(|| format!("syncing {}", path.display()))
 }
@@ -156,14 +198,16 @@ fn debootstrap(recipe: &crate::template::Recipe, proxy: &str, tar: &Path, listin
     if let Some(arch) = recipe.architecture {
         command.arg(format!("--architectures={arch}"));
     }
-    // mmdebstrap has no exclude: what the variant brings and the template removes is purged.
-    // Names are checked package names (no shell character) and passed through the environment.
-    for (i, name) in recipe.removed.iter().enumerate() {
-        command.env(format!("VZPKG_REMOVE_{i}"), name);
-        command.arg(format!(
-            "--customize-hook=if dpkg-query --admindir=\"$1/var/lib/dpkg\" -W \"$VZPKG_REMOVE_{i}\" >/dev/null 2>&1; then \
-             chroot \"$1\" apt-get -y -q purge \"$VZPKG_REMOVE_{i}\"; fi"
-        ));
+    // mmdebstrap has no exclude: what the variant brings and the template removes is purged,
+    // by the image's dpkg (the image may have no apt: minbase), all in one run so that dpkg
+    // orders them, and refused by dpkg if a package kept needs one. Names are checked package
+    // names (no blank, glob or shell character) and come through the environment.
+    if !recipe.removed.is_empty() {
+        command.env("VZPKG_REMOVE", recipe.removed.join(" ")).arg(
+            "--customize-hook=gone=; for name in $VZPKG_REMOVE; do \
+             if dpkg-query --admindir=\"$1/var/lib/dpkg\" -W \"$name\" >/dev/null 2>&1; then gone=\"$gone $name\"; fi; done; \
+             if [ -n \"$gone\" ]; then chroot \"$1\" dpkg --purge $gone; fi",
+        );
     }
     command.env("VZPKG_LISTING", listing).arg(
         "--customize-hook=dpkg-query --admindir=\"$1/var/lib/dpkg\" -W -f='${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\n' \
@@ -210,21 +254,37 @@ fn dnf_installroot(
         .arg("--setopt=install_weak_deps=False")
         .arg("--setopt=keepcache=0")
         .arg(format!("--setopt=proxy={proxy}"))
-        .arg(format!("--setopt=*.proxy={proxy}"))
         .arg(format!("--setopt=user_agent=vzpkg/{} cache", env!("CARGO_PKG_VERSION")));
     for (i, url) in recipe.repositories.iter().enumerate() {
         command.arg(format!("--repofrompath=vzpkg{i},{url}"));
         command.arg(format!("--setopt=vzpkg{i}.gpgcheck=0"));
+        // https directly, as apt does: through the proxy it would be a CONNECT, which it
+        // refuses. (Per repository: a `*.proxy` would win over any repository's own setting.)
+        let via = if url.starts_with("https:") { "" } else { proxy };
+        command.arg(format!("--setopt=vzpkg{i}.proxy={via}"));
     }
     for name in &recipe.removed {
         command.arg(format!("--exclude={name}"));
     }
     command.arg("install").args(&recipe.packages);
     run(&mut command, "dnf")?;
-    let query = Command::new("rpm")
-        .env("HOME", &home)
-        .arg("--root")
-        .arg(&root)
+    let rpm = || {
+        let mut rpm = Command::new("rpm");
+        rpm.env("HOME", &home).arg("--root").arg(&root);
+        rpm
+    };
+    // Excludes only keep dnf from adding a package: one the seed brought is erased, all in one
+    // run, refused by rpm if a package kept needs it.
+    let seeded: Vec<&str> = recipe
+        .removed
+        .iter()
+        .copied()
+        .filter(|name| rpm().args(["-q", "--quiet", name]).status().is_ok_and(|s| s.success()))
+        .collect();
+    if !seeded.is_empty() {
+        run(rpm().arg("-e").args(&seeded), "rpm -e (the template's removals)")?;
+    }
+    let query = rpm()
         .args(["-qa", "--qf", "ii \t%{NAME}\t%{EPOCH}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"])
         .output()
         .context("running rpm -qa on the image")?;
@@ -304,10 +364,24 @@ fn compress(from: &Path, to: &Path) -> Result<(String, u64)> {
 }
 
 /// Unpacks an image tarball into the empty directory `root` (owners, modes, xattrs and file
-/// capabilities as they are in the image).
-pub fn unpack(tarball: &Path, root: &Path) -> Result<()> {
+/// capabilities as they are in the image), checking on the way that it is the tarball whose
+/// sha256 the manifest read names: a rebuild may have replaced it meanwhile. GNU tar, not the
+/// tar crate: the crate writes device nodes (an image's /dev/null) and FIFOs as plain files and
+/// knows no ACLs.
+pub fn unpack(tarball: &Path, sha256: &str, root: &Path) -> Result<()> {
+    struct Hashing<R> {
+        inner: R,
+        hash: Sha256,
+    }
+    impl<R: std::io::Read> std::io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hash.update(&buf[..n]);
+            Ok(n)
+        }
+    }
     let input = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    let mut decoder = zstd::stream::Decoder::new(input)?;
+    let mut decoder = zstd::stream::Decoder::new(Hashing { inner: input, hash: Sha256::new() })?;
     let mut tar = Command::new("tar")
         .args(["--extract", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--same-owner"])
         .args(["--same-permissions", "--no-overwrite-dir", "-C"])
@@ -322,6 +396,16 @@ pub fn unpack(tarball: &Path, root: &Path) -> Result<()> {
     copied.with_context(|| format!("decompressing {}", tarball.display()))?;
     if !status.success() {
         bail!("tar failed unpacking {} ({status})", tarball.display());
+    }
+    // Whatever follows the last frame counts too.
+    let mut rest = decoder.finish();
+    std::io::copy(&mut rest, &mut std::io::sink())?;
+    let read = hex::encode(rest.into_inner().hash.finalize());
+    if read != sha256 {
+        bail!(
+            "{} is not the image its manifest describes (sha256 {read}, not {sha256}): rebuilt meanwhile? Run again",
+            tarball.display()
+        );
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ pub struct Origin<T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Resolved {
     pub name: String,
-    /// Every template read, the template itself first, in the order they were resolved.
+    /// Every template applied, each once, parents before children: the template itself last.
     pub chain: Vec<String>,
     pub distribution: Option<Origin<String>>,
     pub suite: Option<Origin<String>>,
@@ -142,8 +142,19 @@ impl Resolved {
             packages: self.package_names(),
             removed: self.removed.iter().map(|r| r.value.as_str()).collect(),
         };
+        if !matches!(recipe.package_manager, "apt" | "dnf") {
+            bail!(
+                "template {}: package_manager {:?} cannot build an image (apt or dnf)",
+                self.name,
+                recipe.package_manager
+            );
+        }
         if recipe.repositories.is_empty() {
             bail!("template {} names no repositories", self.name);
+        }
+        for repository in &recipe.repositories {
+            repository_url(repository, recipe.package_manager == "apt")
+                .with_context(|| format!("in template {} (or what it inherits)", self.name))?;
         }
         match recipe.seed {
             Some(_) if recipe.package_manager == "apt" => {
@@ -157,9 +168,13 @@ impl Resolved {
         Ok(recipe)
     }
 
-    /// sha256 of the recipe: an image is rebuilt when this changes.
+    /// sha256 of the recipe, its package lists sorted (their order changes no image): an image
+    /// is rebuilt when this changes.
     pub fn hash(&self) -> Result<String> {
-        let recipe = serde_json::to_vec(&self.recipe()?).expect("plain data");
+        let mut recipe = self.recipe()?;
+        recipe.packages.sort_unstable();
+        recipe.removed.sort_unstable();
+        let recipe = serde_json::to_vec(&recipe).expect("plain data");
         Ok(hex::encode(Sha256::digest(recipe)))
     }
 }
@@ -181,8 +196,8 @@ impl Templates {
         Ok(resolved)
     }
 
-    /// Applies `name` (its parents first, in order) onto `into`; `stack` is the chain that led
-    /// here, for loops and messages.
+    /// Applies `name` (its parents first, in order) onto `into`, unless it was applied already;
+    /// `stack` is the chain that led here, for loops and messages.
     fn apply(&self, name: &str, stack: &mut Vec<String>, into: &mut Resolved) -> Result<()> {
         check_name(name)?;
         if stack.iter().any(|s| s == name) {
@@ -190,6 +205,11 @@ impl Templates {
         }
         if stack.len() >= MAX_DEPTH {
             bail!("templates inherit more than {MAX_DEPTH} deep: {}", stack.join(" → "));
+        }
+        // A template inherited along two paths counts once, where it first comes: applying it
+        // again would bring back what a template after it removed or replaced.
+        if into.chain.iter().any(|c| c == name) {
+            return Ok(());
         }
         let path = self.dir.join(format!("{name}.toml"));
         let text = match std::fs::read_to_string(&path) {
@@ -205,9 +225,7 @@ impl Templates {
             self.apply(parent, stack, into)?;
         }
         stack.pop();
-        if !into.chain.iter().any(|c| c == name) {
-            into.chain.push(name.to_string());
-        }
+        into.chain.push(name.to_string());
         let from = |value: &String| Some(Origin { value: value.clone(), from: name.to_string() });
         for (slot, value) in [
             (&mut into.distribution, &file.distribution),
@@ -262,6 +280,38 @@ fn merge(
         }
     }
     Ok(())
+}
+
+/// The URL of a repository: of an apt one-line source (`deb [options] URL suite [components]`),
+/// or an rpm base URL. http, https (which apt and dnf fetch around the proxy) or file.
+pub fn repository_url(repository: &str, apt: bool) -> Result<url::Url> {
+    let url = if apt {
+        let Some(rest) = repository.strip_prefix("deb ").or_else(|| repository.strip_prefix("deb-src ")) else {
+            bail!("repository {repository:?} is not an apt source line (deb [options] URL suite components)")
+        };
+        let rest = match rest.trim_start().strip_prefix('[') {
+            Some(options) => match options.split_once(']') {
+                Some((_, rest)) => rest,
+                None => bail!("repository {repository:?}: its options have no closing ']'"),
+            },
+            None => rest,
+        };
+        let mut words = rest.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(url), Some(_suite)) => url,
+            _ => bail!("repository {repository:?} names no URL and suite"),
+        }
+    } else {
+        repository.trim()
+    };
+    let url = url::Url::parse(url).with_context(|| format!("repository {repository:?}: {url:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https" | "file") {
+        bail!(
+            "repository {repository:?}: {} URLs are not fetched through the proxy (http, https or file)",
+            url.scheme()
+        );
+    }
+    Ok(url)
 }
 
 /// A template name is a file name in the templates directory: letters, digits, `.`, `_`, `-`.
@@ -362,6 +412,31 @@ mod tests {
             .unwrap();
         let changed = Templates::new(Some(d.path())).resolve("site").unwrap();
         assert_ne!(site.hash().unwrap(), changed.hash().unwrap());
+        // The order of the packages is no change.
+        std::fs::write(
+            d.path().join("site.toml"),
+            "inherit = [\"distro\"]\npackages = [\"bzip2\", \"nano\", \"whiptail-\"]\n",
+        )
+        .unwrap();
+        let reordered = Templates::new(Some(d.path())).resolve("site").unwrap();
+        assert_eq!(site.hash().unwrap(), reordered.hash().unwrap());
+    }
+
+    #[test]
+    fn a_template_inherited_twice_is_applied_once_where_it_first_comes() {
+        // site inherits a and b, both of which inherit base: base's list and scalars must not
+        // come back after a removed or replaced them.
+        let d = dir(&[
+            ("base", "distribution = \"debian\"\nsuite = \"bullseye\"\npackages = [\"less\", \"whiptail\"]\n"),
+            ("a", "inherit = [\"base\"]\nsuite = \"bookworm\"\npackages = [\"whiptail-\", \"jq\"]\n"),
+            ("b", "inherit = [\"base\"]\npackages = [\"nano\"]\n"),
+            ("site", "inherit = [\"a\", \"b\"]\n"),
+        ]);
+        let site = Templates::new(Some(d.path())).resolve("site").unwrap();
+        assert_eq!(site.chain, ["base", "a", "b", "site"]);
+        assert_eq!(values(&site.packages), [("less", "base"), ("jq", "a"), ("nano", "b")]);
+        assert_eq!(values(&site.removed), [("whiptail", "a")]);
+        assert_eq!(site.suite.as_ref().map(|s| (s.value.as_str(), s.from.as_str())), Some(("bookworm", "a")));
     }
 
     #[test]
@@ -382,7 +457,35 @@ mod tests {
         assert!(err("e").contains("not a package name"), "{}", err("e"));
         assert!(err("f").contains("not a template name"), "{}", err("f"));
         assert!(t.resolve("missing").is_err());
+        let d = dir(&[("z", "distribution = \"opensuse\"\nsuite = \"15\"\npackage_manager = \"zypper\"\nrepositories = [\"http://mirror.example.org/oss\"]\n")]);
+        let zypper = Templates::new(Some(d.path())).resolve("z").unwrap();
+        assert!(format!("{:#}", zypper.recipe().unwrap_err()).contains("apt or dnf"));
         assert!(Templates::new(Some(d.path())).resolve("a").is_err());
+    }
+
+    #[test]
+    fn repositories_are_apt_source_lines_or_base_urls_over_http_https_or_file() {
+        let url = |r: &str, apt| repository_url(r, apt).map(|u| u.to_string()).map_err(|e| format!("{e:#}"));
+        assert_eq!(
+            url("deb [trusted=yes arch=amd64] http://mirror.example.org/debian bookworm main", true).unwrap(),
+            "http://mirror.example.org/debian"
+        );
+        assert_eq!(
+            url("deb-src https://mirror.example.org/debian bookworm", true).unwrap(),
+            "https://mirror.example.org/debian"
+        );
+        assert_eq!(url("http://mirror.example.org/el/9/", false).unwrap(), "http://mirror.example.org/el/9/");
+        assert!(url("http://mirror.example.org/debian bookworm main", true)
+            .unwrap_err()
+            .contains("not an apt source line"));
+        assert!(url("deb [trusted=yes http://mirror.example.org/debian bookworm", true).unwrap_err().contains("']'"));
+        assert!(url("deb http://mirror.example.org/debian", true).unwrap_err().contains("no URL and suite"));
+        assert!(url("deb ftp://mirror.example.org/debian bookworm main", true).unwrap_err().contains("ftp URLs"));
+        assert!(url("mirror.example.org/el", false).unwrap_err().contains("not a URL"));
+        let d =
+            dir(&[("t", "distribution = \"debian\"\nsuite = \"bookworm\"\nrepositories = [\"deb bookworm main\"]\n")]);
+        let t = Templates::new(Some(d.path())).resolve("t").unwrap();
+        assert!(format!("{:#}", t.hash().unwrap_err()).contains("in template t"));
     }
 
     #[test]

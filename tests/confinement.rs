@@ -531,28 +531,6 @@ fn hostile_package_names_create_nothing_outside_the_view() {
     assert!(wrong.is_empty(), "{wrong:#?}\n{out}");
 }
 
-/// The real iputils-ping and libcap2-bin that contrib/test.sh downloads: ping's postinst gives
-/// it a file capability with libcap2-bin's setcap.
-fn capability_debs() -> Vec<PathBuf> {
-    let dir = std::env::var_os("VZPKG_TEST_DEBS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/debs"));
-    ["libcap2-bin_", "iputils-ping_"]
-        .iter()
-        .map(|prefix| {
-            std::fs::read_dir(&dir)
-                .ok()
-                .and_then(|entries| {
-                    entries.map(|e| e.unwrap().path()).find(|p| {
-                        let name = p.file_name().unwrap().to_string_lossy();
-                        name.starts_with(prefix) && name.ends_with(".deb")
-                    })
-                })
-                .unwrap_or_else(|| panic!("no {prefix}*.deb in {}: run contrib/test.sh", dir.display()))
-        })
-        .collect()
-}
-
 /// Mode, owner and group of every file the packages installed, and every file capability in
 /// the root, as `getcap` on the host shows them.
 fn installed_files(root: &Path, packages: &[&str]) -> Vec<String> {
@@ -581,7 +559,7 @@ fn ownership_and_file_capabilities_on_disk_are_what_the_guest_set() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("upstream/debian");
     std::fs::create_dir_all(repo.join("pool/main")).unwrap();
-    let debs = capability_debs();
+    let debs = crate::util::rootfs::capability_debs();
     for (deb, name) in debs.iter().zip(["libcap2-bin_amd64.deb", "iputils-ping_amd64.deb"]) {
         // Without the epoch's %3a, which a URL would have to carry encoded.
         std::fs::copy(deb, repo.join("pool/main").join(name)).unwrap();

@@ -1,14 +1,16 @@
 //! Templates, images and new containers, as root: a three-level template chain built into an
 //! image by mmdebstrap through the proxy from a loopback copy of real Debian packages (the ones
-//! contrib/test.sh downloads), rebuilt only when the template changes, and a container made
-//! from it with an application template installed by the wrapper.
+//! contrib/test.sh downloads), rebuilt only when the template changes, a container made from
+//! it that is the image to the last owner, mode and file capability, and one with an
+//! application template installed by the wrapper.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::cli::Served;
-use crate::util::repo::deb_index;
-use crate::util::rootfs::require_root;
+use crate::util::repo::{deb_repo, Pkg};
+use crate::util::rootfs::{capability_debs, require_root};
+use crate::util::{run, try_run};
 
 /// The real .deb files of a root (contrib/test.sh downloads them once).
 fn template_debs() -> PathBuf {
@@ -26,13 +28,9 @@ fn template_debs() -> PathBuf {
 
 /// `name` → version, for every installed package of the root.
 fn installed(root: &Path) -> Vec<(String, String)> {
-    let out = crate::util::run(
-        Command::new("dpkg-query").arg(format!("--admindir={}", root.join("var/lib/dpkg").display())).args([
-            "-W",
-            "-f",
-            "${db:Status-Abbrev}\t${Package}\t${Version}\n",
-        ]),
-    );
+    let out = run(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"]));
     let mut set: Vec<(String, String)> = out
         .lines()
         .filter_map(|l| {
@@ -61,18 +59,30 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
             std::fs::copy(deb.path(), pool.join(plain)).unwrap();
         }
     }
-    deb_index(&t.join("upstream/debian"));
+    // ping, whose postinst gives it a file capability with libcap2-bin's setcap, so the image
+    // and the root made from it have one to keep.
+    for (deb, name) in capability_debs().iter().zip(["libcap2-bin_amd64.deb", "iputils-ping_amd64.deb"]) {
+        std::fs::copy(deb, pool.join(name)).unwrap();
+    }
+    // A package of Priority required, which only the variants from minbase on bring.
+    let required = deb_repo(&t.join("upstream/debian"), &[Pkg::new("vzt-required", "1.0", 1000).priority("required")]);
     let served = Served::start(t, "");
     let source = format!("deb [trusted=yes] {}/debian stable main", served.upstream.url());
     let templates = t.join("templates");
     std::fs::create_dir_all(&templates).unwrap();
     let write = |name: &str, text: &str| std::fs::write(templates.join(format!("{name}.toml")), text).unwrap();
     write("base", "distribution = \"debian\"\nsuite = \"stable\"\npackages = [\"less\", \"whiptail\"]\n");
-    write("distro", &format!("inherit = [\"base\"]\nrepositories = [{source:?}]\npackages = [\"jq\"]\n"));
+    write(
+        "distro",
+        &format!(
+            "inherit = [\"base\"]\nrepositories = [{source:?}]\npackages = [\"jq\", \"libcap2-bin\", \"iputils-ping\"]\n"
+        ),
+    );
     write("site", "inherit = [\"distro\"]\npackages = [\"whiptail-\", \"nano\", \"bzip2\"]\n");
     write(
         "tools",
-        "packages = [\"whiptail\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
+        // nano- takes nano out of the container; vim- is a package it does not have.
+        "packages = [\"whiptail\", \"nano-\", \"vim-\"]\npost_install = [[\"sh\", \"-c\", \"echo set up > /etc/tools-ready\"]]\n",
     );
     let cli = served.cli.templates(&templates);
     let vzpkg = |args: &[&str]| cli.bare(args);
@@ -90,9 +100,21 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
         shown.contains("removed:") && shown.lines().any(|l| l.contains("whiptail") && l.ends_with("(site)")),
         "{shown}"
     );
+    let json: serde_json::Value = serde_json::from_str(&ok(&["template", "show", "site", "--json"])).unwrap();
+    assert_eq!(json["packages"][0], serde_json::json!({"value": "less", "from": "base"}), "{json}");
+    assert_eq!(json["removed"], serde_json::json!([{"value": "whiptail", "from": "site"}]), "{json}");
+    assert_eq!(json["chain"], serde_json::json!(["base", "distro", "site"]), "{json}");
     let (code, _, err) = vzpkg(&["template", "show", "nope"]);
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
+
+    // No proxy listening: said plainly, before any build.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, err) = vzpkg(&["cache", "site", "--proxy", &nowhere]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not answer"), "{err}");
 
     let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
     assert!(out.contains("built the image of site"), "{out}");
@@ -111,8 +133,22 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     let out = ok(&["create", "web", "--template", "site", "--proxy", &served.cli.proxy]);
     let root = Path::new(&served.cli.state).join("containers/web/root");
     assert!(out.contains("created web"), "{out}");
+    // The root is the image: every entry's type, mode, owner, group, size, contents, time, link
+    // target and device numbers (tar --diff), and ping's file capability.
+    let image_tar = t.join("site.tar");
+    zstd::stream::copy_decode(
+        std::fs::File::open(Path::new(&served.cli.cache).join("images/site/rootfs.tar.zst")).unwrap(),
+        std::fs::File::create(&image_tar).unwrap(),
+    )
+    .unwrap();
+    let (same, diff) = try_run(
+        Command::new("tar").arg("--diff").arg("--numeric-owner").arg("-f").arg(&image_tar).arg("-C").arg(&root),
+    );
+    assert!(same, "the root differs from its image:\n{diff}");
+    let caps = run(Command::new("getcap").arg(root.join("usr/bin/ping")));
+    assert!(caps.contains("cap_net_raw=ep"), "ping lost its file capability: {caps:?}");
     let set = installed(&root);
-    for package in ["less", "jq", "nano", "bzip2", "dpkg", "apt"] {
+    for package in ["less", "jq", "nano", "bzip2", "dpkg", "apt", "iputils-ping"] {
         assert!(set.iter().any(|(n, _)| n == package), "{package} missing: {set:?}");
     }
     assert!(!set.iter().any(|(n, _)| n == "whiptail"), "whiptail was removed by site");
@@ -138,7 +174,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     assert!(out.contains("built the image of site"), "{out}");
     assert_eq!(served.upstream.count_ending(".deb"), debs_fetched, "the rebuild fetched packages upstream again");
 
-    // An application template: its packages installed by the wrapper, its command run.
+    // An application template: its packages installed and its removals removed by the
+    // wrapper, its command run.
     let out = ok(&["create", "app", "--template", "site", "--app", "tools", "--proxy", &served.cli.proxy]);
     let root = Path::new(&served.cli.state).join("containers/app/root");
     assert!(installed(&root).iter().any(|(n, _)| n == "whiptail"), "{out}");
@@ -146,6 +183,8 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     assert_eq!(std::fs::read_to_string(root.join("etc/tools-ready")).unwrap(), "set up\n");
     let audit = ok(&["audit", "app", "--json"]);
     assert!(audit.contains("\"command\":\"install\"") && audit.contains("whiptail"), "{audit}");
+    assert!(!installed(&root).iter().any(|(n, _)| n == "nano"), "the application template removed nano");
+    assert!(audit.contains("\"command\":\"remove\""), "{audit}");
 
     // A name in use, or a root that is not empty, is refused with nothing lost.
     let (code, _, err) = vzpkg(&["create", "app", "--template", "site"]);
@@ -154,6 +193,37 @@ fn a_template_chain_builds_an_image_once_and_a_container_gets_its_application_te
     let (code, _, err) = vzpkg(&["create", "other", "--template", "site", "--root", &root.display().to_string()]);
     assert_ne!(code, 0);
     assert!(err.contains("not empty") && root.join("etc/tools-ready").exists(), "{err}");
+
+    // A tarball that is not the one its manifest names (replaced by a rebuild while read, or
+    // damaged) gives no root and no container.
+    let manifest_path = Path::new(&served.cli.cache).join("images/site/manifest.json");
+    let good = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&good).unwrap();
+    manifest["tarball_sha256"] = "0".repeat(64).into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let (code, _, err) = vzpkg(&["create", "torn", "--template", "site"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not the image its manifest describes"), "{err}");
+    let containers: Vec<String> = std::fs::read_dir(Path::new(&served.cli.state).join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!containers.iter().any(|c| c.starts_with("torn") || c.starts_with(".create")), "{containers:?}");
+    std::fs::write(&manifest_path, good).unwrap();
+
+    // A removed package the variant itself brings (minbase: every package of Priority required)
+    // is purged from the image after the bootstrap.
+    write(
+        "site",
+        "inherit = [\"distro\"]\nvariant = \"minbase\"\npackages = [\"whiptail-\", \"nano\", \"vzt-required-\"]\n",
+    );
+    let out = ok(&["cache", "site", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of site"), "{out}");
+    assert_eq!(served.upstream.count(&format!("/debian/{}", required[0])), 1, "minbase did not install vzt-required");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let names: Vec<&str> =
+        manifest["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"nano") && !names.contains(&"vzt-required"), "{names:?}");
 }
 
 #[test]
@@ -166,19 +236,40 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
         &[
             crate::util::repo::Pkg::new("vzt-alpha", "1.0", 100_000),
             crate::util::repo::Pkg::new("vzt-gamma", "0.3", 40_000),
+            crate::util::repo::Pkg::new("vzt-beta", "2.0", 20_000),
         ],
     );
+    // Debian's dnf and rpm stand for a distribution's minimal root (the seed the image starts
+    // from), with vzt-beta in its rpm database, which the template removes.
+    let seed = t.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    run(Command::new("tar")
+        .args(["--extract", "--numeric-owner", "--same-owner", "--file"])
+        .arg(crate::util::rootfs::rpm_tarball())
+        .arg("-C")
+        .arg(&seed));
+    let beta = rpms.iter().find(|r| r.contains("vzt-beta")).unwrap();
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(&seed)
+        .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps"])
+        .arg(t.join("upstream/el").join(beta)));
+    run(Command::new("tar")
+        .args(["--create", "--numeric-owner", "--file"])
+        .arg(t.join("seed.tar"))
+        .arg("-C")
+        .arg(&seed)
+        .arg("."));
     let served = Served::start(t, "");
     let baseurl = format!("{}/el/", served.upstream.url());
     let templates = t.join("templates");
     std::fs::create_dir_all(&templates).unwrap();
-    // Debian's dnf and rpm in the seed stand for a distribution's minimal root: the image is
-    // that plus what dnf installs from the test repository.
+    // The image is the seed plus what dnf installs from the test repository, less vzt-beta.
     std::fs::write(
         templates.join("el.toml"),
         format!(
-            "distribution = \"fedora\"\nsuite = \"40\"\nrepositories = [{baseurl:?}]\npackages = [\"vzt-gamma\"]\nseed = {:?}\n",
-            crate::util::rootfs::rpm_tarball().display().to_string()
+            "distribution = \"fedora\"\nsuite = \"40\"\nrepositories = [{baseurl:?}]\npackages = [\"vzt-gamma\", \"vzt-beta-\"]\nseed = {:?}\n",
+            t.join("seed.tar").display().to_string()
         ),
     )
     .unwrap();
@@ -187,7 +278,11 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
     let out = vzpkg(&["cache", "el", "--proxy", &served.cli.proxy]);
     assert!(out.contains("built the image of el"), "{out}");
     let gamma = rpms.iter().find(|r| r.contains("vzt-gamma")).unwrap();
-    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "dnf fetched vzt-gamma through the proxy");
+    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "dnf fetched vzt-gamma once");
+    // Through the proxy: a forced rebuild gets it from the proxy's cache.
+    let out = vzpkg(&["cache", "el", "--force", "--proxy", &served.cli.proxy]);
+    assert!(out.contains("built the image of el"), "{out}");
+    assert_eq!(served.upstream.count(&format!("/el/{gamma}")), 1, "the rebuild fetched vzt-gamma upstream again");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(Path::new(&served.cli.cache).join("images/el/manifest.json")).unwrap())
             .unwrap();
@@ -207,6 +302,7 @@ fn an_rpm_template_builds_with_dnf_and_its_container_takes_installs_through_the_
             .success()
     };
     assert!(rpm_q("vzt-gamma"), "the image's rpm database has what dnf installed");
+    assert!(!rpm_q("vzt-beta"), "the seed's vzt-beta, which the template removes, is in the image");
     // The container's own dnf and rpm, told where its repository and database are.
     let setup = format!(
         "mkdir -p /etc/yum.repos.d /etc/rpm && printf '[test]\\nname=test\\nbaseurl={baseurl}\\ngpgcheck=0\\n' > \

@@ -171,6 +171,8 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
     if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some()) {
         bail!("{} exists and is not empty: refusing to write a container root over it", root.display());
     }
+    // Made here (STATE_DIR/containers/CT), so taken away again if the root cannot be made.
+    let made_parent = root.parent().filter(|p| !p.exists()).map(Path::to_path_buf);
     if let Some(parent) = root.parent() {
         std::fs::create_dir_all(parent)?;
         if args.root.is_none() {
@@ -184,8 +186,11 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
             layered::shared_lower(&tarball, &manifest.tarball_sha256, &image::dir(&file.cache_dir, args.template))?;
         Some(layered::create(&lower, &root)?)
     } else {
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        image::unpack(&tarball, &root)?;
+        let unpacked = unpack_root(&tarball, &manifest.tarball_sha256, &root);
+        if let (Err(_), Some(parent)) = (&unpacked, &made_parent) {
+            let _ = std::fs::remove_dir(parent);
+        }
+        unpacked?;
         None
     };
     let record =
@@ -199,47 +204,94 @@ pub fn create(args: CreateArgs, templates: &Templates, file: &FileConfig) -> Res
         if args.layered { " (layered: the image is its read-only lower layer)" } else { "" }
     );
 
-    let exe = std::env::current_exe()?;
+    // Each a vzpkg process of its own: the sandbox forks before any thread, once per process.
+    let vzpkg = |app: &str, argv: Vec<String>, capture: bool| -> Result<Vec<u8>> {
+        eprintln!("vzpkg: {ct}: application template {app}: vzpkg {}", argv.join(" "));
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.args(&args.child_global).args(&argv);
+        if !capture {
+            command.stdout(std::process::Stdio::inherit());
+        }
+        let out = command.stderr(std::process::Stdio::inherit()).output().context("running vzpkg")?;
+        if !out.status.success() {
+            bail!(
+                "application template {app} failed in {ct} ({}); the container is at {} (remove it with rm -r and {})",
+                out.status,
+                root.display(),
+                path.display()
+            );
+        }
+        Ok(out.stdout)
+    };
+    let wrapper = |command: &str, tail: &[&str]| -> Vec<String> {
+        let mut argv = vec![command.to_string()];
+        if command != "exec" {
+            argv.push("-y".into());
+        }
+        argv.extend(["--proxy".into(), args.proxy.to_string(), ct.into()]);
+        if !tail.is_empty() {
+            argv.push("--".into());
+            argv.extend(tail.iter().map(|t| t.to_string()));
+        }
+        argv
+    };
     // An image carries no package lists (the bootstrapper leaves none): they come first.
     let mut updated = false;
     for app in &apps {
-        let packages = app.package_names();
-        let mut runs: Vec<Vec<String>> = Vec::new();
-        if !packages.is_empty() && !updated {
-            updated = true;
-            runs.push(vec!["update".to_string(), "-y".into(), "--proxy".into(), args.proxy.to_string(), ct.into()]);
+        // `pkg-` in an application template takes the package out of the container, as in an
+        // OS template out of its image — if the container has it.
+        let removed: Vec<&str> = app.removed.iter().map(|r| r.value.as_str()).collect();
+        if !removed.is_empty() {
+            let listed = vzpkg(&app.name, vec!["list".into(), "--json".into(), ct.into()], true)?;
+            let installed: Vec<String> = String::from_utf8_lossy(&listed)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect();
+            let present: Vec<&str> = removed.into_iter().filter(|r| installed.iter().any(|i| i == r)).collect();
+            if !present.is_empty() {
+                vzpkg(&app.name, wrapper("remove", &present), false)?;
+            }
         }
+        let packages = app.package_names();
         if !packages.is_empty() {
-            let mut argv =
-                vec!["install".to_string(), "-y".into(), "--proxy".into(), args.proxy.to_string(), ct.into()];
-            argv.push("--".into());
-            argv.extend(packages.iter().map(|p| p.to_string()));
-            runs.push(argv);
+            if !updated {
+                updated = true;
+                vzpkg(&app.name, wrapper("update", &[]), false)?;
+            }
+            vzpkg(&app.name, wrapper("install", &packages), false)?;
         }
         for command in &app.post_install {
-            let mut argv = vec!["exec".to_string(), "--proxy".into(), args.proxy.to_string(), ct.into(), "--".into()];
-            argv.extend(command.value.iter().cloned());
-            runs.push(argv);
-        }
-        for argv in runs {
-            eprintln!("vzpkg: {ct}: application template {}: vzpkg {}", app.name, argv.join(" "));
-            let status = std::process::Command::new(&exe)
-                .args(&args.child_global)
-                .args(&argv)
-                .status()
-                .context("running vzpkg for an application template")?;
-            if !status.success() {
-                bail!(
-                    "application template {} failed in {ct} ({status}); the container is at {} (remove it with rm -r and \
-                     {})",
-                    app.name,
-                    root.display(),
-                    path.display()
-                );
-            }
+            vzpkg(&app.name, wrapper("exec", &command.value.iter().map(String::as_str).collect::<Vec<_>>()), false)?;
         }
     }
     Ok(0)
+}
+
+/// The image unpacked at `root`: a new root is unpacked beside it and renamed into place, so a
+/// failure leaves nothing behind; an existing empty directory (a mount point, say) is filled in
+/// place, and emptied again on failure.
+fn unpack_root(tarball: &Path, sha256: &str, root: &Path) -> Result<()> {
+    if root.exists() {
+        let unpacked = image::unpack(tarball, sha256, root);
+        if unpacked.is_err() {
+            for entry in std::fs::read_dir(root)?.flatten() {
+                let path = entry.path();
+                let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+        return unpacked;
+    }
+    let parent = root.parent().context("a root has a parent directory")?;
+    let tmp = tempfile::Builder::new().prefix(".create-").tempdir_in(parent)?;
+    let tree = tmp.path().join("root");
+    std::fs::create_dir(&tree)?;
+    image::unpack(tarball, sha256, &tree)?;
+    std::fs::rename(&tree, root).with_context(|| format!("moving the unpacked root to {}", root.display()))
 }
 
 /// `vzpkg flatten CT [--to DIR]`: a layered container's layers folded into a plain root. With

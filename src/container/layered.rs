@@ -81,7 +81,7 @@ pub fn shared_lower(tarball: &Path, sha256: &str, images_dir: &Path) -> Result<P
     let tmp = tempfile::Builder::new().prefix(".lower-").tempdir_in(images_dir)?;
     let tree = tmp.path().join("tree");
     std::fs::create_dir(&tree)?;
-    crate::image::unpack(tarball, &tree)?;
+    crate::image::unpack(tarball, sha256, &tree)?;
     std::fs::set_permissions(&tree, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     match std::fs::rename(&tree, &lower) {
         Ok(()) => Ok(lower),

@@ -12,11 +12,18 @@ pub struct Pkg {
     /// Bytes of incompressible content inside the package.
     pub size: usize,
     pub depends: Option<&'static str>,
+    /// Debian's Priority field (none by default).
+    pub priority: Option<&'static str>,
 }
 
 impl Pkg {
     pub fn new(name: &'static str, version: &'static str, size: usize) -> Pkg {
-        Pkg { name, version, size, depends: None }
+        Pkg { name, version, size, depends: None, priority: None }
+    }
+
+    pub fn priority(mut self, priority: &'static str) -> Pkg {
+        self.priority = Some(priority);
+        self
     }
 
     pub fn depends(mut self, on: &'static str) -> Pkg {
@@ -49,7 +56,8 @@ pub fn deb_repo(root: &Path, packages: &[Pkg]) -> Vec<String> {
         let dir = work.join(p.name);
         std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
         std::fs::create_dir_all(dir.join("usr/share").join(p.name)).unwrap();
-        let depends = p.depends.map(|d| format!("Depends: {d}\n")).unwrap_or_default();
+        let depends = p.depends.map(|d| format!("Depends: {d}\n")).unwrap_or_default()
+            + &p.priority.map(|d| format!("Priority: {d}\n")).unwrap_or_default();
         std::fs::write(
             dir.join("DEBIAN/control"),
             format!(

@@ -30,6 +30,28 @@ pub fn rpm_tarball() -> PathBuf {
     path
 }
 
+/// The real iputils-ping and libcap2-bin that contrib/test.sh downloads: ping's postinst gives
+/// it a file capability with libcap2-bin's setcap.
+pub fn capability_debs() -> Vec<PathBuf> {
+    let dir = std::env::var_os("VZPKG_TEST_DEBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vzpkg-tests/debs"));
+    ["libcap2-bin_", "iputils-ping_"]
+        .iter()
+        .map(|prefix| {
+            std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|entries| {
+                    entries.map(|e| e.unwrap().path()).find(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy();
+                        name.starts_with(prefix) && name.ends_with(".deb")
+                    })
+                })
+                .unwrap_or_else(|| panic!("no {prefix}*.deb in {}: run contrib/test.sh", dir.display()))
+        })
+        .collect()
+}
+
 /// The wrapper tests create namespaces and mounts: they need root and say so.
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root (namespaces, mounts): run contrib/test.sh as root");
