@@ -58,39 +58,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let templates = template::Templates::new(global.templates.as_deref());
     match cli.command {
         Command::Proxy(args) => commands::proxy::run(args, file).map(|()| 0),
-        Command::Install { ct, packages, args } => wrapper(
-            global,
-            &file,
-            "install",
-            &ct,
-            args,
-            packages.clone(),
-            Request::Package(Operation::Install(packages)),
-        ),
+        Command::Install { ct, packages, args } => {
+            wrapper(global, &file, &ct, args, Request::Package(Operation::Install(packages)))
+        }
         Command::Remove { ct, packages, args } => {
-            wrapper(global, &file, "remove", &ct, args, packages.clone(), Request::Package(Operation::Remove(packages)))
+            wrapper(global, &file, &ct, args, Request::Package(Operation::Remove(packages)))
         }
-        Command::Upgrade { ct, packages, args } => wrapper(
-            global,
-            &file,
-            "upgrade",
-            &ct,
-            args,
-            packages.clone(),
-            Request::Package(Operation::Upgrade(packages)),
-        ),
-        Command::Update { ct, args } => {
-            wrapper(global, &file, "update", &ct, args, Vec::new(), Request::Package(Operation::Update))
+        Command::Upgrade { ct, packages, args } => {
+            wrapper(global, &file, &ct, args, Request::Package(Operation::Upgrade(packages)))
         }
+        Command::Update { ct, args } => wrapper(global, &file, &ct, args, Request::Package(Operation::Update)),
         Command::List { ct, json, backend, max_time } => {
             // The proxy is never reached by a list; the sandbox a query runs in still wants one.
             let proxy = "http://127.0.0.1:3142".to_string();
             let args = cli::WrapperArgs { json, backend, proxy, max_time, ..Default::default() };
-            wrapper(global, &file, "list", &ct, args, Vec::new(), Request::List)
+            wrapper(global, &file, &ct, args, Request::List)
         }
-        Command::Exec { ct, command, args } => {
-            wrapper(global, &file, "exec", &ct, args, command.clone(), Request::Exec(command))
-        }
+        Command::Exec { ct, command, args } => wrapper(global, &file, &ct, args, Request::Exec(command)),
         Command::Audit(args) => commands::audit::run(args, &file),
         Command::Prune(args) => commands::prune::run(args, &file),
         Command::Status { json } => commands::status::run(json, &file),
@@ -122,10 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn wrapper(
     global: &cli::Global,
     file: &config::FileConfig,
-    subcommand: &'static str,
     ct: &str,
     mut args: cli::WrapperArgs,
-    trailing: Vec<String>,
     request: commands::wrapper::Request,
 ) -> anyhow::Result<i32> {
     use commands::fleet;
@@ -134,6 +116,7 @@ fn wrapper(
         return commands::wrapper::run(ct, request, &args, file);
     }
     let containers = container::discover::expand(ct, file)?;
+    let (subcommand, trailing) = (request.name(), request.arguments());
     if matches!(subcommand, "install" | "remove" | "upgrade") && !args.assume_yes {
         anyhow::bail!(
             "vzpkg {subcommand} on several containers needs -y: the package managers cannot ask each of them a question"
@@ -161,7 +144,7 @@ fn wrapper(
     }
     if !trailing.is_empty() {
         child_args.push("--".into());
-        child_args.extend(trailing);
+        child_args.extend(trailing.iter().cloned());
     }
     let job = fleet::Job { global: child_global(global, file), subcommand, args: child_args };
     fleet::run(&containers, &job, &args.many, file)

@@ -57,11 +57,8 @@ pub fn created(state_dir: &Path) -> Vec<(String, PathBuf)> {
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
         let Some(name) = file.strip_suffix(".toml") else { continue };
-        if template::check_name(name).is_err() {
-            continue;
-        }
-        let record = std::fs::read_to_string(entry.path()).ok().and_then(|t| toml::from_str::<Record>(&t).ok());
-        match record {
+        // A name that is not one, or a record that does not parse, is no container.
+        match Record::read(state_dir, name).ok() {
             // Resolved from its record each time (see `Container::resolve`).
             Some(record) if record.layers.is_some() => {
                 found.push((name.to_string(), PathBuf::from(format!("layered:{name}"))))

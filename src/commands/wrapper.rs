@@ -30,7 +30,7 @@ pub enum Request {
 }
 
 impl Request {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Request::Package(Operation::Install(_)) => "install",
             Request::Package(Operation::Remove(_)) => "remove",
@@ -38,6 +38,15 @@ impl Request {
             Request::Package(Operation::Update) => "update",
             Request::List => "list",
             Request::Exec(_) => "exec",
+        }
+    }
+
+    /// What follows the container on the command line: the packages, or the command.
+    pub fn arguments(&self) -> &[String] {
+        match self {
+            Request::Package(Operation::Install(p) | Operation::Remove(p) | Operation::Upgrade(p)) => p,
+            Request::Exec(argv) => argv,
+            Request::Package(Operation::Update) | Request::List => &[],
         }
     }
 }
