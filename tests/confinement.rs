@@ -47,6 +47,9 @@ enum Reach {
     /// `pid:N` of the root started in namespaces of its own: the sandbox joins its pid, ipc and
     /// uts namespaces.
     Running,
+    /// A layered container (as `vzpkg create --layered` records one) whose image layer is the
+    /// root: the sandbox's root is an overlay it builds.
+    Layered,
 }
 
 /// A busybox root with the probe as /bin/probe and a hostname of its own, stopped or running.
@@ -54,6 +57,8 @@ struct Hostile {
     root: Rootfs,
     hostname: String,
     running: Option<Running>,
+    /// The name a layered container is known by.
+    layered: Option<String>,
 }
 
 impl Hostile {
@@ -63,15 +68,40 @@ impl Hostile {
         let hostname = format!("ct-{}", token());
         std::fs::write(dir.join("etc/hostname"), format!("{hostname}\n")).unwrap();
         let running = match reach {
-            Reach::Stopped => None,
             Reach::Running => Some(Running::start(Rootfs { path: root.path.clone() })),
+            _ => None,
         };
-        Hostile { root, hostname, running }
+        let layered = matches!(reach, Reach::Layered).then(|| {
+            // The record and layers `vzpkg create --layered` would make, beside the root, in
+            // the state directory every test here uses (`TMP/state`).
+            let name = format!("layered-{}", token());
+            let tmp = dir.parent().unwrap();
+            let own = tmp.join(&name);
+            for sub in ["upper", "work"] {
+                std::fs::create_dir_all(own.join(sub)).unwrap();
+            }
+            std::fs::create_dir_all(tmp.join("state/containers")).unwrap();
+            std::fs::write(
+                tmp.join(format!("state/containers/{name}.toml")),
+                format!(
+                    "root = {own:?}\ntemplate = \"test\"\nimage_hash = \"\"\n[layers]\nlower = {dir:?}\ndir = {own:?}\n",
+                    own = own.display().to_string(),
+                    dir = dir.display().to_string()
+                ),
+            )
+            .unwrap();
+            name
+        });
+        Hostile { root, hostname, running, layered }
     }
 
     /// As vzpkg takes it.
     fn ct(&self) -> String {
-        self.running.as_ref().map_or_else(|| self.root.ct(), Running::ct)
+        match (&self.running, &self.layered) {
+            (Some(running), _) => running.ct(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => self.root.ct(),
+        }
     }
 }
 
@@ -625,7 +655,7 @@ fn on_a_host_whose_mounts_are_shared_a_run_leaves_no_mount_there() {
     assert!(left.is_empty(), "the run left mounts on the host: {left:#?}");
 }
 
-/// Each attack above, against a stopped root and against a running container.
+/// Each attack above, against a stopped root, a running container and a layered container.
 macro_rules! both_reaches {
     ($($attack:ident),* $(,)?) => {
         mod stopped_root {
@@ -638,6 +668,12 @@ macro_rules! both_reaches {
             $(#[test]
             fn $attack() {
                 super::$attack(super::Reach::Running)
+            })*
+        }
+        mod layered_container {
+            $(#[test]
+            fn $attack() {
+                super::$attack(super::Reach::Layered)
             })*
         }
     };
