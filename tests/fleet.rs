@@ -288,6 +288,21 @@ fn groups_and_all_resolve_as_documented_and_containers_lists_what_exists() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(shifted.path.join("made")).unwrap()), 300_000);
 }
 
+/// How many children of `pid` (of any of its threads) are alive, not zombies.
+fn live_children(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            state.is_some_and(|s| s != 'Z')
+        })
+        .count()
+}
+
 /// The peak memory (KiB) of the process `command` starts, and its exit code: from wait4.
 #[allow(clippy::zombie_processes)] // waited for by wait4, which std does not know of
 fn peak_kib(command: &mut Command) -> (i64, i32) {
@@ -313,7 +328,8 @@ fn a_guests_endless_line_or_flood_of_output_does_not_grow_the_fleet_process() {
     let (peak, code) =
         peak_kib(Command::new(exe).args(["--state-dir", &state, "exec", &targets, "--", "sh", "-c", endless]));
     assert_eq!(code, 0);
-    assert!(peak < 100 << 10, "the fleet process (or one of its runs) reached {peak} KiB");
+    // Unbounded, this grew by gigabytes; the bound leaves room for a debug build under load.
+    assert!(peak < 512 << 10, "the fleet process (or one of its runs) reached {peak} KiB");
 
     // A flood of short lines while the display is stalled (a paused pager): the output waits in
     // the runs' pipes, not in the fleet process.
@@ -324,17 +340,24 @@ fn a_guests_endless_line_or_flood_of_output_does_not_grow_the_fleet_process() {
         .spawn()
         .unwrap();
     let pid = fleet.id();
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // Nothing reads its output until every run has ended (at --max-time): the runs' own
+    // processes are then zombies or gone, whatever the fleet process still holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while live_children(pid) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the runs did not end at --max-time");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its peak, whenever it came.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss: i64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     // Now read it all: the runs end at --max-time.
     let mut out = String::new();
     std::io::Read::read_to_string(fleet.stdout.as_mut().unwrap(), &mut out).unwrap();
     fleet.wait().unwrap();
-    assert!(rss < 100 << 10, "with its output unread the fleet process grew to {rss} KiB");
+    assert!(rss < 512 << 10, "with its output unread the fleet process grew to {rss} KiB");
     assert!(out.lines().any(|l| l.ends_with("] flooding")), "{}", &out[..out.len().min(2000)]);
 }
