@@ -325,9 +325,10 @@ fn the_guest_killing_the_runs_pid_1_ends_the_run_and_leaves_nothing() {
 
     // The run's pid 1 has the guest's ids: the guest may signal it. What it leaves running
     // must not outlive the run.
-    let script = "kill -9 $PPID; echo killed; exec sleep infinity";
+    // Said before the kill: once pid 1 is gone the keeper may end the shell at any moment.
+    let script = "echo killing; kill -9 $PPID; exec sleep infinity";
     let (pid, status, out) = setup.attempt("exec", &["--max-time", "300", &ct.ct(), "--", "sh", "-c", script]);
-    assert!(out.contains("killed"), "{out}");
+    assert!(out.contains("killing"), "{out}");
     assert!(!status.success(), "{out}");
     assert!(!out.contains("--max-time"), "the run went on after its pid 1 was killed:\n{out}");
     assert_eq!(setup.leftovers(pid), Vec::<std::path::PathBuf>::new());
